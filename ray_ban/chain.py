@@ -1,0 +1,120 @@
+"""One generation chain as one Ray Train run: a TorchTrainer whose workers train every generation.
+
+``chain_trial`` is the Ray Tune trainable (one trial = one chain). It starts a single TorchTrainer
+for all unfinished generations of its chain, so Ray's start-up is paid once per chain. Workers
+checkpoint every epoch; a restarted worker group resumes from the last epoch checkpoint, and a
+TorchTrainer re-created with the same (storage, name) after a driver crash finds it again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+from ray import tune
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from .generations import Resume, prepare_data, run_chain
+from .recipe import Recipe
+from .spaces import Training
+from .store import RunStore
+
+CHECKPOINT_FILE = "chain_state.pt"
+
+
+class ChainFailed(RuntimeError):
+    """A chain could not finish (non-finite loss, or its workers failed past --max-failures)."""
+
+
+def _trainings(raw: list[dict]) -> list[Training]:
+    return [Training(**t) for t in raw]
+
+
+def chain_worker(config: dict) -> None:
+    """The Train worker loop: every rank runs the chain's generations in lockstep (DDP)."""
+    store = RunStore(config["run_dir"])
+    trainings = _trainings(config["trainings"])
+    teachers = {t.key: t for t in _trainings(config["teachers"])}
+    recipe = Recipe.from_dict(config["recipe"])
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
+    data = prepare_data(config["data"], config.get("data_root"), config.get("download", False))
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            saved = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        resume = Resume(saved["key"], saved["engine"], saved["history"])
+
+    def report(training: Training, epoch_report, state_fn, history) -> None:
+        metrics = {**epoch_report.to_dict(), "generation": training.generation, "model_key": training.key,
+                   "chain_id": config["chain_id"], "generations": len(trainings) and trainings[-1].generation}
+        metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
+        if rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
+                             checkpoint_dir_name=f"checkpoint_{training.key}_e{epoch_report.epoch:04d}")
+
+    failure = run_chain(trainings, teachers, recipe, data, store, device=ray.train.torch.get_device(),
+                        resume=resume, on_epoch=report, compile=config.get("compile", False))
+    if failure is not None:
+        return  # the failure is in the store; the trial raises it without retrying a deterministic NaN
+
+
+def chain_trial(trial_config: dict) -> dict:
+    """The Tune trainable of one chain: fit one TorchTrainer for everything unfinished, then summarise."""
+    config = trial_config["chain"]
+    store = RunStore(config["run_dir"])
+    trainings = _trainings(config["trainings"])
+    for training in trainings:
+        store.clear_failure(training.key)  # a rerun gets a fresh try at a failed model
+    if any(not store.is_done(t.key) for t in trainings):
+        resources = config["resources"]
+        trainer = TorchTrainer(
+            chain_worker,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(
+                num_workers=resources["workers"],
+                use_gpu=resources["gpus_per_worker"] > 0,
+                resources_per_worker={"CPU": resources["cpus_per_worker"], "GPU": resources["gpus_per_worker"]},
+            ),
+            run_config=RunConfig(
+                name=config["chain_id"],
+                storage_path=str(Path(config["run_dir"]) / "ray"),
+                failure_config=FailureConfig(max_failures=config.get("max_failures", 3)),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                callbacks=[TuneReportCallback()],
+            ),
+        )
+        try:
+            trainer.fit()
+        except Exception as error:  # TrainingFailedError and friends: name the chain, keep it to one line
+            raise ChainFailed(f"chain {config['chain_id']}: workers failed: {str(error).splitlines()[0]}") from None
+    failures = [store.failure(t.key) for t in trainings if store.failure(t.key)]
+    if failures:
+        raise ChainFailed(f"chain {config['chain_id']}: {failures[0]}")
+    final = store.summary(trainings[-1].key)
+    return final_metrics(final, trainings[-1], config["metric"])
+
+
+def final_metrics(summary: dict, training: Training, metric: str) -> dict[str, Any]:
+    """The dict a finished trial returns to Tune; it must carry the Tune metric."""
+    values = {"done": True, "generation": training.generation, "model_key": training.key,
+              "test_error": summary["final_test_error"], "val_error": summary.get("val_error")}
+    values = {k: (float("nan") if v is None else v) for k, v in values.items()}
+    values.setdefault(metric, float("nan"))
+    return values
+
+
+def trainable(cpu_per_trial: float = 0.01):
+    """``chain_trial`` with the tiny CPU request that keeps a trial from starving its own workers."""
+    return tune.with_resources(chain_trial, {"CPU": cpu_per_trial})

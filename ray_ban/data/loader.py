@@ -1,0 +1,101 @@
+"""A device-resident loader in the style of airbench: the whole split lives on the training device as
+one uint8 tensor; crop, flip and normalisation are batched tensor ops; shuffles come from a seed.
+
+No DataLoader workers, no per-image Python and no host sync per step. Each data-parallel rank
+takes a disjoint, equally sized shard of every epoch's permutation.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+class DeviceLoader:
+    """Batches of (normalised float images, labels) drawn from uint8 images kept on ``device``."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        device: torch.device | str = "cpu",
+        train: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        mean: Optional[torch.Tensor] = None,
+        std: Optional[torch.Tensor] = None,
+        crop_padding: int = 4,
+        flip: bool = True,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+    ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.train, self.seed, self.rank, self.world_size = train, seed, rank, world_size
+        self.padding = crop_padding if train else 0
+        self.flip = flip and train
+        self.channels_last, self.dtype = channels_last, dtype
+        self.epoch = 0
+        self.padded = F.pad(self.images, (self.padding,) * 4) if self.padding else self.images
+        mean = torch.zeros(3) if mean is None else mean
+        std = torch.ones(3) if std is None else std
+        self.mean = mean.to(self.device, torch.float32).view(1, 3, 1, 1)
+        self.inv_std = (1.0 / std).to(self.device, torch.float32).view(1, 3, 1, 1)
+        self.height, self.width = self.images.shape[2:]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the shuffle (and augmentation draw) of ``epoch``; resuming at an epoch repeats it exactly."""
+        self.epoch = epoch
+
+    def shard_indices(self) -> torch.Tensor:
+        """This rank's image indices for the current epoch: disjoint across ranks, equal in count."""
+        count = self.images.shape[0]
+        if self.train:
+            order = torch.randperm(count, generator=self._generator(0))
+        else:
+            order = torch.arange(count)
+        per_rank = count // self.world_size if self.train else -(-count // self.world_size)
+        return order[self.rank :: self.world_size][:per_rank]
+
+    def __len__(self) -> int:
+        shard = len(self.shard_indices()) if not self.train else self.images.shape[0] // self.world_size
+        return shard // self.batch_size if self.train else -(-shard // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self.shard_indices()
+        count = len(indices)
+        if self.train:  # drop the ragged last batch so every rank takes the same number of steps
+            count -= count % self.batch_size
+        shifts = torch.randint(0, 2 * self.padding + 1, (count, 2), generator=self._generator(1))
+        flips = torch.rand(count, generator=self._generator(2)) < 0.5 if self.flip else torch.zeros(count, dtype=torch.bool)
+        indices, shifts, flips = indices[:count].to(self.device), shifts.to(self.device), flips.to(self.device)
+        for start in range(0, count, self.batch_size):
+            stop = start + self.batch_size
+            batch = indices[start:stop]
+            yield self._augment(batch, shifts[start:stop], flips[start:stop]), self.labels[batch]
+
+    def _generator(self, stream: int) -> torch.Generator:
+        return torch.Generator().manual_seed(hash((self.seed, self.epoch, stream)) & 0x7FFF_FFFF)
+
+    def _augment(self, batch: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        images = self.padded[batch]
+        if self.padding or self.flip:
+            n, c = images.shape[:2]
+            rows = shifts[:, 0:1] + torch.arange(self.height, device=self.device)
+            cols = torch.arange(self.width, device=self.device)
+            cols = shifts[:, 1:2] + torch.where(flips[:, None], cols.flip(0), cols)  # flip folded into the crop
+            images = images.gather(2, rows[:, None, :, None].expand(n, c, self.height, images.shape[3]))
+            images = images.gather(3, cols[:, None, None, :].expand(n, c, self.height, self.width))
+        images = (images.to(torch.float32) - self.mean) * self.inv_std
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images.to(self.dtype)

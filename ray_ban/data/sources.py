@@ -1,0 +1,177 @@
+"""Dataset sources: torchvision CIFAR files, Hugging Face image Parquet, and generated synthetic data.
+
+``load_dataset(spec, root)`` is the one entry point; ``spec`` is ``cifar10``, ``cifar100``,
+``parquet:<dir>``, ``synthetic`` (10 classes) or ``synthetic-100`` (100 classes in 20 superclasses).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .splits import DataError, ImageSplits
+
+SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 2000)}
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+
+
+def dataset_names() -> list[str]:
+    """The dataset specs this module understands."""
+    return ["cifar10", "cifar100", "parquet:<dir>", *SYNTHETIC_SIZES]
+
+
+def num_classes_of(spec: str) -> Optional[int]:
+    """The class count a spec implies without loading it (None for Parquet, read from its labels)."""
+    if spec in SYNTHETIC_SIZES:
+        return SYNTHETIC_SIZES[spec][0]
+    return {"cifar10": 10, "cifar100": 100}.get(spec)
+
+
+def check_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> None:
+    """Raise DataError if the dataset cannot be loaded, without decoding it (for --dry-run)."""
+    if spec in SYNTHETIC_SIZES:
+        return
+    if spec in CIFAR_FOLDERS:
+        if not download and not (Path(root or default_root()) / CIFAR_FOLDERS[spec]).is_dir():
+            raise DataError(_missing_cifar(spec, root))
+        return
+    if spec.startswith("parquet:"):
+        for path in _parquet_files(spec):
+            _check_parquet_schema(path)
+        return
+    raise DataError(f"unknown dataset '{spec}': use one of {', '.join(dataset_names())}")
+
+
+def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> ImageSplits:
+    """Load the named dataset as uint8 splits; a one-line DataError when it is missing or malformed."""
+    if spec in SYNTHETIC_SIZES:
+        classes, train, test = SYNTHETIC_SIZES[spec]
+        return synthetic(classes, train, test, name=spec)
+    if spec in CIFAR_FOLDERS:
+        return _load_cifar(spec, root, download)
+    if spec.startswith("parquet:"):
+        return _load_parquet(spec)
+    raise DataError(f"unknown dataset '{spec}': use one of {', '.join(dataset_names())}")
+
+
+def default_root() -> str:
+    """Where torchvision files live unless --data-root says otherwise."""
+    return os.environ.get("RAY_BAN_DATA", str(Path.home() / ".cache" / "ray_ban" / "data"))
+
+
+def _missing_cifar(spec: str, root: Optional[str]) -> str:
+    where = root or default_root()
+    return (
+        f"{spec} not found under {where}: rerun with --download (needs internet), copy "
+        f"{CIFAR_FOLDERS[spec]}/ there with --data-root, or use --dataset synthetic"
+    )
+
+
+def _load_cifar(spec: str, root: Optional[str], download: bool) -> ImageSplits:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if spec == "cifar10" else torchvision.datasets.CIFAR100
+    where = root or default_root()
+    try:
+        train = cls(where, train=True, download=download)
+        test = cls(where, train=False, download=download)
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(_missing_cifar(spec, root)) from error
+    except OSError as error:  # download attempted without a network
+        raise DataError(f"{spec}: download failed ({error.__class__.__name__}); copy the files under --data-root instead") from error
+
+    def as_tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+        return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+    (train_x, train_y), (test_x, test_y) = as_tensors(train), as_tensors(test)
+    return ImageSplits(spec, train_x, train_y, test_x, test_y, len(train.classes), tuple(train.classes))
+
+
+def _parquet_files(spec: str) -> tuple[Path, Path]:
+    folder = Path(spec.split(":", 1)[1]).expanduser()
+    files = folder / "train.parquet", folder / "test.parquet"
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise DataError(f"{spec}: missing {', '.join(missing)}; the folder needs train.parquet and test.parquet (Hugging Face image layout)")
+    return files
+
+
+def _check_parquet_schema(path: Path):
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    names = set(schema.names)
+    if "label" not in names or "img" not in names:
+        raise DataError(f"{path}: needs columns 'img' (struct with 'bytes') and 'label', found {', '.join(schema.names)}")
+    img_type = schema.field("img").type
+    if not hasattr(img_type, "get_field_index") or img_type.get_field_index("bytes") < 0:
+        raise DataError(f"{path}: column 'img' must be a struct with a 'bytes' field (Hugging Face image layout), found {img_type}")
+    return schema
+
+
+def _load_parquet(spec: str) -> ImageSplits:
+    import pyarrow.parquet as pq
+    from torchvision.io import ImageReadMode, decode_image
+
+    def read(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+        schema = _check_parquet_schema(path)
+        table = pq.read_table(path, columns=["img", "label"])
+        blobs = table.column("img").combine_chunks().field("bytes").to_pylist()
+        encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
+        with warnings.catch_warnings():  # torchvision 0.29 warns on every decode that TorchCodec will replace it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            images = torch.stack([decode_image(e, mode=ImageReadMode.RGB) for e in encoded])
+        labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.int64)
+        classes = (schema.metadata or {}).get(b"classes", b"").decode()
+        return images, labels, tuple(c.strip() for c in classes.split(",") if c.strip())
+
+    train_path, test_path = _parquet_files(spec)
+    train_x, train_y, classes = read(train_path)
+    test_x, test_y, _ = read(test_path)
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise DataError(f"{spec}: train images are {tuple(train_x.shape[1:])} but test images {tuple(test_x.shape[1:])}")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    return ImageSplits(spec, train_x, train_y, test_x, test_y, num_classes, classes)
+
+
+def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: int = 0, name: str = "synthetic") -> ImageSplits:
+    """Learnable 32x32 images whose classes come in superclasses of five similar classes.
+
+    Each superclass has a smooth random base pattern; each class adds its own smaller pattern, so
+    classes of one superclass are confused more often than others and a teacher's wrong-class
+    probabilities carry information, as on CIFAR-100. Samples add shifts, contrast and noise.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    superclasses = max(1, num_classes // 5)
+
+    def smooth(count: int, scale: int) -> torch.Tensor:
+        coarse = torch.randn(count, 3, scale, scale, generator=gen)
+        return F.interpolate(coarse, size=32, mode="bicubic", align_corners=False)
+
+    bases = smooth(superclasses, 4)
+    prototypes = bases[torch.arange(num_classes) % superclasses] + 0.55 * smooth(num_classes, 6)
+
+    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(count) % num_classes
+        labels = labels[torch.randperm(count, generator=gen)]
+        images = prototypes[labels]
+        contrast = 0.7 + 0.6 * torch.rand(count, 1, 1, 1, generator=gen)
+        brightness = 0.3 * torch.randn(count, 3, 1, 1, generator=gen)
+        images = images * contrast + brightness + 0.6 * smooth(count, 8) + 0.25 * torch.randn(count, 3, 32, 32, generator=gen)
+        shifts = torch.randint(-3, 4, (count, 2, 1), generator=gen)
+        rows, cols = (torch.arange(32) - shifts[:, 0]) % 32, (torch.arange(32) - shifts[:, 1]) % 32  # circular shift
+        images = images.gather(2, rows[:, None, :, None].expand(-1, 3, 32, 32))
+        images = images.gather(3, cols[:, None, None, :].expand(-1, 3, 32, 32))
+        return (128 + 45 * images).round().clamp(0, 255).to(torch.uint8), labels
+
+    train_x, train_y = sample(train)
+    test_x, test_y = sample(test)
+    classes = tuple(f"class{c}-super{c % superclasses}" for c in range(num_classes))
+    return ImageSplits(name, train_x, train_y, test_x, test_y, num_classes, classes)

@@ -1,0 +1,222 @@
+"""One generation in pure PyTorch: a student trained from labels and/or a frozen teacher.
+
+``Generation`` holds everything one generation needs (model, optimiser, schedule, loaders) and
+trains it epoch by epoch, so a caller (the Ray chain, a test, a benchmark) can checkpoint between
+epochs with ``state_dict()`` and resume with ``load_state_dict()``. No Ray here: data parallelism
+is plain ``torch.distributed`` (DDP) when a process group is initialised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from . import metrics
+from .data import DeviceLoader, ImageSplits
+from .losses import NEEDS_TEACHER, check_loss_params, get_loss
+from .recipe import Recipe, lr_factor
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: retrying would only repeat it."""
+
+
+@dataclass
+class EpochReport:
+    """What one epoch measured. Errors, agreement and ECE are percentages; None where not defined."""
+
+    epoch: int
+    train_loss: float
+    lr: float
+    test_error: float
+    test_loss: float
+    agreement: Optional[float]
+    kl: Optional[float]
+    ece: float
+    val_error: Optional[float]
+    val_loss: Optional[float]
+    best_test_error: float
+    seconds: float
+    images_per_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, or (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Generation:
+    """Trains one student for one generation, optionally distilled from a frozen ``teacher``."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        data: ImageSplits,
+        recipe: Recipe,
+        *,
+        loss: str = "label",
+        loss_params: Optional[dict] = None,
+        teacher: Optional[nn.Module] = None,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        compile: bool = False,
+    ):
+        check_loss_params(loss, loss_params or {})
+        if loss in NEEDS_TEACHER and teacher is None:
+            raise ValueError(f"loss '{loss}' needs a teacher model")
+        if teacher is not None and teacher is student:
+            raise ValueError("the teacher and the student are the same object: the distillation term would be zero")
+        self.device = torch.device(device)
+        self.rank, self.world_size = world()
+        self.recipe, self.loss_name, self.seed = recipe, loss, seed
+        self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
+        cuda = self.device.type == "cuda"
+        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cuda)
+        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+
+        self.student = student.to(self.device, memory_format=memory_format)
+        self.teacher = teacher.to(self.device, memory_format=memory_format).eval().requires_grad_(False) if teacher else None
+        self.train_model: nn.Module = self.student
+        if self.world_size > 1:
+            ids = [self.device.index] if cuda else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
+        if compile:
+            self.train_model = torch.compile(self.train_model)
+
+        mean, std = data.channel_stats() if recipe.normalize else (torch.zeros(3), torch.full((3,), 255.0))
+        if recipe.batch_size % self.world_size:
+            raise ValueError(f"batch_size {recipe.batch_size} is not divisible by {self.world_size} workers")
+        self.train_loader = DeviceLoader(
+            data.train_images, data.train_labels, recipe.batch_size // self.world_size,
+            device=self.device, train=True, seed=seed, rank=self.rank, world_size=self.world_size,
+            mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip, channels_last=cuda,
+        )
+        if len(self.train_loader) == 0:
+            raise ValueError(f"{data.train_images.shape[0]} train images make no batch of {recipe.batch_size}")
+        eval_kwargs = dict(device=self.device, train=False, rank=self.rank, world_size=self.world_size,
+                           mean=mean, std=std, channels_last=cuda)
+        self.test_loader = DeviceLoader(data.test_images, data.test_labels, recipe.eval_batch_size, **eval_kwargs)
+        self.test_labels = data.test_labels.to(self.device)
+        self.val_loader = None
+        if data.val_images is not None:
+            self.val_loader = DeviceLoader(data.val_images, data.val_labels, recipe.eval_batch_size, **eval_kwargs)
+            self.val_labels = data.val_labels.to(self.device)
+
+        trainable = [p for p in self.student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {"foreach": True}),
+        )
+        self.total_steps = recipe.epochs * len(self.train_loader)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps)
+        )
+        self.epoch = 0
+        self.best_test_error = float("inf")
+        self.test_logits: Optional[torch.Tensor] = None
+        self.teacher_test_logits = self.predict(self.teacher, self.test_loader) if self.teacher else None
+
+    # -- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume after the current epoch."""
+        return {
+            "model": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "best_test_error": self.best_test_error,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = state["epoch"]
+        self.best_test_error = state["best_test_error"]
+
+    # -- training -----------------------------------------------------------------------------
+    def run(self) -> Iterator[EpochReport]:
+        """Train the remaining epochs, yielding each epoch's report; ``test_logits`` holds the last."""
+        while self.epoch < self.recipe.epochs:
+            yield self.train_epoch()
+        if self.test_logits is None:  # resumed after the last epoch: evaluate once for the logits
+            self.test_logits = self.predict(self.student, self.test_loader)
+
+    def train_epoch(self) -> EpochReport:
+        """One pass over this rank's shard, then evaluation; one host sync for the whole epoch."""
+        started = time.perf_counter()
+        torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout and DKPP draws, per epoch
+        self.train_model.train()
+        self.train_loader.set_epoch(self.epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        seen = 0
+        for images, labels in self.train_loader:
+            with torch.autocast(**self.autocast):
+                teacher_logits = self._teacher_logits(images)
+                logits = self.train_model(images)
+                loss = self.loss_fn(logits, teacher_logits, labels, **self.loss_params)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * labels.shape[0]
+            seen += labels.shape[0]
+        totals = torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)])
+        if self.world_size > 1:
+            dist.all_reduce(totals)
+        train_loss = (totals[0] / totals[1]).item()
+        self.epoch += 1
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise NonFiniteLoss(f"training loss is {train_loss} at epoch {self.epoch}")
+        train_seconds = time.perf_counter() - started
+
+        self.test_logits = self.predict(self.student, self.test_loader)
+        test = metrics.summary(self.test_logits, self.test_labels, self.teacher_test_logits)
+        self.best_test_error = min(self.best_test_error, test["error"])
+        val_error = val_loss = None
+        if self.val_loader is not None:
+            val_logits = self.predict(self.student, self.val_loader)
+            val_error, val_loss = metrics.error_rate(val_logits, self.val_labels), metrics.mean_nll(val_logits, self.val_labels)
+        return EpochReport(
+            epoch=self.epoch, train_loss=train_loss, lr=self.optimizer.param_groups[0]["lr"],
+            test_error=test["error"], test_loss=test["loss"], agreement=test["agreement"], kl=test["kl"],
+            ece=test["ece"], val_error=val_error, val_loss=val_loss, best_test_error=self.best_test_error,
+            seconds=time.perf_counter() - started, images_per_s=float(totals[1]) / train_seconds,
+        )
+
+    def _teacher_logits(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.teacher is None:
+            return None
+        with torch.inference_mode():
+            logits = self.teacher(images)
+        return logits.clone()  # a normal tensor, so autograd may save it for the student's backward
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, loader: DeviceLoader) -> torch.Tensor:
+        """Float32 logits of ``model`` over the whole split, in order; ranks split the work."""
+        was_training = model.training
+        model.eval()
+        with torch.autocast(**self.autocast):
+            local = torch.cat([model(images).float() for images, _ in loader])
+        model.train(was_training)
+        if self.world_size == 1:
+            return local
+        per_rank = -(-loader.images.shape[0] // self.world_size)
+        padded = torch.zeros(per_rank, local.shape[1], device=self.device)
+        padded[: local.shape[0]] = local
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded)
+        # rank r held indices r, r+W, r+2W, ...: interleave back into dataset order
+        return torch.stack(gathered, dim=1).reshape(-1, local.shape[1])[: loader.images.shape[0]]

@@ -1,0 +1,149 @@
+"""Run the generations of one chain in order, in plain PyTorch, with hooks for reporting.
+
+This is the per-worker logic of a chain, kept free of Ray so it runs alone in tests and
+benchmarks: ``ray_ban.chain`` plugs Ray Train's report/checkpoint calls into the hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+
+from . import models
+from .data import ImageSplits, load_dataset
+from .engine import EpochReport, Generation, NonFiniteLoss, world
+from .recipe import Recipe
+from .spaces import Training
+from .store import RunStore
+
+FAULT_ENV = "RAY_BAN_FAULT"  # "GENERATION:EPOCH[:RANK]": that rank SIGKILLs itself once after that epoch
+
+
+@dataclass
+class Resume:
+    """Where a restarted worker group picks up: the model being trained and its engine state."""
+
+    key: str
+    engine_state: dict
+    history: list
+
+
+def prepare_data(data_config: dict, data_root: Optional[str] = None, download: bool = False) -> ImageSplits:
+    """Load the sweep's dataset with its subset and validation split, identically on every worker."""
+    data = load_dataset(data_config["dataset"], data_root, download)
+    if data_config.get("train_subset") or data_config.get("test_subset"):
+        data = data.subset(data_config.get("train_subset"), data_config.get("test_subset"))
+    return data.with_validation(data_config.get("validation_size") or 0, seed=0)
+
+
+def build_model(training: Training, num_classes: int) -> torch.nn.Module:
+    """The training's architecture, initialised from its own seed (the same on every rank)."""
+    torch.manual_seed(training.seed)
+    return models.build(training.architecture, num_classes, **training.model_kwargs)
+
+
+def load_trained(store: RunStore, training: Training, num_classes: int) -> torch.nn.Module:
+    model = build_model(training, num_classes)
+    model.load_state_dict(store.load_state(training.key))
+    return model
+
+
+def run_chain(
+    trainings: list[Training],
+    teachers: dict[str, Training],
+    recipe: Recipe,
+    data: ImageSplits,
+    store: RunStore,
+    *,
+    device: torch.device,
+    resume: Optional[Resume] = None,
+    on_epoch: Callable[[Training, EpochReport, Callable[[], dict], list], None] = lambda *a: None,
+    compile: bool = False,
+) -> Optional[str]:
+    """Train every unfinished training in order; each distilled one learns from its predecessor.
+
+    ``teachers`` maps a teacher key to its Training (for teachers trained elsewhere in the sweep).
+    ``on_epoch(training, report, state_fn, history)`` runs on every rank after every epoch (the Ray
+    layer reports and checkpoints there). Returns None, or the failure message of a non-finite loss.
+    """
+    rank, world_size = world()
+    known = {**teachers, **{t.key: t for t in trainings}}
+    teacher_model = None
+    for training in trainings:
+        if store.is_done(training.key):
+            teacher_model = None  # loaded from the store if the next generation needs it
+            continue
+        if training.teacher_key and teacher_model is None:
+            teacher_model = load_trained(store, known[training.teacher_key], data.num_classes)
+        student = build_model(training, data.num_classes)
+        if teacher_model is not None and getattr(student, "inherits_stem_and_fc", False):
+            models.inherit_from_teacher(student, teacher_model)
+        generation = Generation(
+            student, data, recipe, loss=training.loss, loss_params=training.loss_params,
+            teacher=teacher_model, device=device, seed=training.seed, compile=compile,
+        )
+        history: list[dict] = []
+        if resume is not None and resume.key == training.key:
+            generation.load_state_dict(resume.engine_state)
+            history = list(resume.history)
+        try:
+            for report in generation.run():
+                history.append(report.to_dict())
+                on_epoch(training, report, generation.state_dict, history)
+                _maybe_inject_fault(store, training, report.epoch, rank)
+        except NonFiniteLoss as error:
+            message = f"{training.key} (generation {training.generation}): {error}"
+            if rank == 0:
+                store.save_failure(training.key, message)
+            return message
+        if rank == 0:
+            store.save_model(training.key, generation.student.state_dict(), generation.test_logits,
+                             data.test_labels, history, summarize(training, generation, history))
+        if world_size > 1:
+            dist.barrier()  # every rank sees the stored model before the next generation
+        teacher_model = generation.student
+    return None
+
+
+def summarize(training: Training, generation: Generation, history: list[dict]) -> dict:
+    """The final numbers of one trained model, as stored in summary.json."""
+    last = history[-1]
+    return {
+        "key": training.key,
+        "parameters": models.parameter_count(generation.student),
+        "epochs": last["epoch"],
+        "final_test_error": last["test_error"],
+        "best_test_error": min(h["test_error"] for h in history),
+        "test_loss": last["test_loss"],
+        "agreement": last["agreement"],
+        "kl": last["kl"],
+        "ece": last["ece"],
+        "val_error": last["val_error"],
+        "best_val_error": min((h["val_error"] for h in history if h["val_error"] is not None), default=None),
+        "wall_time_s": sum(h["seconds"] for h in history),
+        "finished_at": time.time(),
+    }
+
+
+def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: int) -> None:
+    """Test hook: with RAY_BAN_FAULT=G:E[:R], rank R is SIGKILLed once after epoch E of generation G."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = [int(p) for p in spec.split(":")]
+    target_rank = parts[2] if len(parts) > 2 else 0
+    if (training.generation, epoch, rank) != (parts[0], parts[1], target_rank):
+        return
+    marker = Path(store.root) / "faults" / f"{training.key}-e{epoch}-r{rank}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,79 @@
+"""Name-pattern registry: each family registers builders under patterns like ``wrn-{d}-{k}``."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+
+_NUMBER = r"(?P<{}>[0-9]+(?:\.[0-9]+)?)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered pattern: its text, compiled regex, builder and concrete example names."""
+
+    pattern: str
+    regex: re.Pattern[str]
+    builder: Builder
+    examples: tuple[str, ...]
+
+
+_ENTRIES: dict[str, Entry] = {}
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """Turn ``wrn-{d}-{k}`` into a regex whose named groups capture numbers (ints or decimals)."""
+    parts = re.split(r"\{(\w+)\}", pattern)
+    text = "".join(_NUMBER.format(p) if i % 2 else re.escape(p) for i, p in enumerate(parts))
+    return re.compile(text)
+
+
+def _number(text: str) -> int | float:
+    """Parse a captured field: ``"28"`` -> 28, ``"0.5"`` -> 0.5, so builders get numbers, not strings."""
+    return float(text) if "." in text else int(text)
+
+
+def whole(value: int | float, what: str) -> int:
+    """Insist that a name field is a positive whole number (depths, widths, unit counts)."""
+    if isinstance(value, float) or value < 1:
+        raise ValueError(f"{what} must be a positive whole number, got {value}")
+    return int(value)
+
+
+def register(pattern: str, examples: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes, **fields, **kwargs)`` under a name pattern."""
+
+    def wrap(builder: Builder) -> Builder:
+        if pattern in _ENTRIES:
+            raise ValueError(f"model pattern {pattern!r} is registered twice")
+        _ENTRIES[pattern] = Entry(pattern, _compile(pattern), builder, tuple(examples))
+        return builder
+
+    return wrap
+
+
+def patterns() -> list[str]:
+    """All registered name patterns, in registration order."""
+    return list(_ENTRIES)
+
+
+def examples() -> list[str]:
+    """Concrete example names (the paper's architectures), in registration order."""
+    return [name for entry in _ENTRIES.values() for name in entry.examples]
+
+
+def lookup(name: str) -> tuple[Builder, dict[str, int | float]]:
+    """Find the builder whose pattern matches ``name`` exactly; ValueError with close matches if none."""
+    for entry in _ENTRIES.values():
+        match = entry.regex.fullmatch(name)
+        if match:
+            return entry.builder, {k: _number(v) for k, v in match.groupdict().items()}
+    close = difflib.get_close_matches(name, examples() + patterns(), n=3, cutoff=0.4)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    raise ValueError(f"unknown model name {name!r}; {hint}ray_ban.models.available() lists the name patterns")

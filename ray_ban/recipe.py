@@ -1,0 +1,111 @@
+"""The training recipe of one generation as typed data, and its learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser, schedule and augmentation of one generation. Defaults are the paper's CIFAR recipe.
+
+    ``batch_size`` is the global batch: with W data-parallel workers each takes batch_size / W.
+    ``lr_milestones`` are fractions of ``epochs`` (0.3/0.6/0.8 of 200 = epochs 60/120/160), so a
+    shortened schedule keeps the paper's shape.
+    """
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    lr_milestones: tuple[float, ...] = (0.3, 0.6, 0.8)
+    lr_decay: float = 0.2
+    warmup_fraction: float = 0.0
+    normalize: bool = True
+    crop_padding: int = 4
+    flip: bool = True
+    eval_batch_size: int = 1000
+
+    SCHEDULES = ("multistep", "onecycle", "cosine", "constant")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be a positive integer, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.lr <= 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.schedule not in self.SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(self.SCHEDULES)}, got '{self.schedule}'")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            problems.append(f"lr_milestones are fractions of the epochs in (0, 1), got {list(self.lr_milestones)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Recipe":
+        """Build from plain data, rejecting unknown keys so that typos cannot pass silently."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe key(s) {', '.join(unknown)}: known keys are {', '.join(sorted(known))}")
+        typed = {}
+        for f in fields(cls):
+            if f.name in values:
+                typed[f.name] = _coerce(f.name, values[f.name], f.default)
+        return cls(**typed)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["lr_milestones"] = list(self.lr_milestones)
+        return data
+
+    def replace(self, **changes: Any) -> "Recipe":
+        return Recipe.from_dict({**self.to_dict(), **changes})
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Check the type of one recipe value against its default (ints stay ints, bools stay bools)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"recipe key {name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"recipe key {name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"recipe key {name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"recipe key {name} must be a list of numbers, got {value!r}")
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ValueError(f"recipe key {name} must be a string, got {value!r}")
+    return value
+
+
+def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate after ``step`` optimiser steps out of ``total_steps``."""
+    progress = step / max(1, total_steps)
+    if recipe.warmup_fraction > 0 and progress < recipe.warmup_fraction:
+        return progress / recipe.warmup_fraction
+    if recipe.schedule == "multistep":
+        return recipe.lr_decay ** sum(progress >= m for m in recipe.lr_milestones)
+    if recipe.schedule == "onecycle":  # linear up for the first 20%, linear down to zero after
+        peak = max(recipe.warmup_fraction, 0.2)
+        return progress / peak if progress < peak else max(0.0, (1 - progress) / (1 - peak))
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0

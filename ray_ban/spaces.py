@@ -1,0 +1,369 @@
+"""Search spaces: load a declarative YAML sweep, validate it, and expand it into chain specs.
+
+A sweep file holds the dataset, the recipe, the paper table's rows (a teacher and the chains
+distilled from it), the paper's numbers, and named presets (``paper``, ``smoke``). Loading returns
+a ``SweepPlan``: plain dataclasses, no Ray, no torch. Every problem raises ``SpaceError`` with one
+line naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .losses import LOSSES, check_loss_params
+from .recipe import Recipe
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
+            "train_subset", "test_subset", "search", "model_kwargs"}
+PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
+               "validation_size", "train_subset", "test_subset", "rows"}
+ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs"}
+CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs"}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class SpaceError(ValueError):
+    """A search space that cannot be used; the message is one line naming file, key and fix."""
+
+
+@dataclass(frozen=True)
+class Training:
+    """One model to train: generation 0 (teacher or label-only baseline) or a distilled generation."""
+
+    key: str
+    architecture: str
+    loss: str
+    loss_params: dict
+    seed: int
+    generation: int
+    role: str  # teacher | student | baseline
+    teacher_key: Optional[str] = None
+    model_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A generation chain of one table row: a root model and the generations distilled from it."""
+
+    chain_id: str
+    row: str
+    name: str
+    seed: int
+    root: Training  # generation 0: the shared teacher, or the baseline itself
+    generations: tuple[Training, ...]  # distilled generations 1..K (empty for a baseline)
+    ensembles: dict  # name -> generations averaged, e.g. {"ens2": [1, 2]}
+
+    @property
+    def trainings(self) -> tuple[Training, ...]:
+        return (self.root, *self.generations)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """Everything a sweep will train, after presets and command-line overrides."""
+
+    name: str
+    source: str
+    preset: str
+    dataset: str
+    recipe: Recipe
+    seeds: tuple[int, ...]
+    chains: tuple[Chain, ...]
+    columns: dict  # column label -> cell reference ("teacher", "ban/1", "ban/ens2", "baseline/0")
+    paper: dict  # row -> column label -> reported number or None
+    validation_size: int = 0
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    search: dict = field(default_factory=dict)
+
+    def roots(self) -> list[Training]:
+        """Distinct generation-0 trainings (teachers and baselines): each is trained once per sweep."""
+        unique: dict[str, Training] = {}
+        for chain in self.chains:
+            unique.setdefault(chain.root.key, chain.root)
+        return list(unique.values())
+
+    def distilled_chains(self) -> list[Chain]:
+        return [chain for chain in self.chains if chain.generations]
+
+    def trainings(self) -> list[Training]:
+        """Every distinct model of the sweep, roots first."""
+        unique = {t.key: t for t in self.roots()}
+        for chain in self.chains:
+            unique.update({t.key: t for t in chain.generations})
+        return list(unique.values())
+
+    def data_config(self) -> dict:
+        return {"dataset": self.dataset, "validation_size": self.validation_size,
+                "train_subset": self.train_subset, "test_subset": self.test_subset}
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "recipe": self.recipe.to_dict()}
+
+
+def table_names() -> list[str]:
+    """The sweeps shipped in search_spaces/, by name."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def resolve(table_or_file: str) -> Path:
+    """A table name (``table5``) or a path to a YAML file -> the file; SpaceError if neither."""
+    path = Path(table_or_file)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpaceError(f"{table_or_file}: no such search-space file; check the path or run --list for the tables")
+        return path
+    candidate = SPACES_DIR / f"{table_or_file}.yaml"
+    if candidate.is_file():
+        return candidate
+    close = difflib.get_close_matches(table_or_file, table_names(), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise SpaceError(f"unknown table '{table_or_file}'{hint}: use one of {', '.join(table_names())} or a path to a .yaml file")
+
+
+def read_yaml(path: Path) -> dict:
+    """Parse with yaml.safe_load only (no tags that run code); errors name the line."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpaceError(f"{path}:{where}: malformed YAML ({problem}); fix the syntax there") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpaceError(f"{path}: cannot read the file ({error.__class__.__name__}); check it is a readable text file") from None
+    if not isinstance(data, dict):
+        raise SpaceError(f"{path}: the top level must be a mapping with keys such as name, dataset, recipe, rows")
+    return data
+
+
+def load(table_or_file: str, preset: str = "paper", overrides: Optional[dict] = None) -> SweepPlan:
+    """Load, apply ``preset`` then command-line ``overrides`` (dataset, seeds, generations), validate, expand."""
+    path = resolve(table_or_file)
+    raw = read_yaml(path)
+    return expand(raw, str(path), preset, overrides or {})
+
+
+def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[dict] = None) -> SweepPlan:
+    """Validate a parsed space and expand it into chains (separate from ``load`` so it can be fuzzed)."""
+    where = _Where(source)
+    overrides = overrides or {}
+    where.keys(raw, TOP_KEYS, "top level")
+    name = where.string(raw.get("name", Path(source).stem), "name")
+    presets = where.mapping(raw.get("presets", {}), "presets")
+    if preset != "paper" and preset not in presets:
+        where.fail("presets", f"no preset '{preset}'", f"use one of paper, {', '.join(presets) or '(none defined)'}")
+    chosen = where.mapping(presets.get(preset, {}), f"presets.{preset}")
+    where.keys(chosen, PRESET_KEYS, f"presets.{preset}")
+
+    recipe_data = {**where.mapping(raw.get("recipe", {}), "recipe"), **where.mapping(chosen.get("recipe", {}), f"presets.{preset}.recipe")}
+    try:
+        recipe = Recipe.from_dict(recipe_data)
+    except ValueError as error:
+        where.fail("recipe", str(error), "correct the recipe values")
+
+    dataset = overrides.get("dataset") or chosen.get("dataset") or raw.get("dataset")
+    dataset = where.string(dataset, "dataset")
+    seeds = overrides.get("seeds") or chosen.get("seeds") or raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        where.fail("seeds", f"must be a non-empty list of non-negative integers, got {seeds!r}", "write e.g. seeds: [0, 1, 2]")
+    architectures = where.mapping(chosen.get("architectures", {}), f"presets.{preset}.architectures")
+    # keyword arguments per architecture name (e.g. a Table 5 student's teacher), file-wide then preset
+    arch_kwargs = {**where.mapping(raw.get("model_kwargs", {}), "model_kwargs"),
+                   **where.mapping(chosen.get("model_kwargs", {}), f"presets.{preset}.model_kwargs")}
+    for arch, kwargs in arch_kwargs.items():
+        where.mapping(kwargs, f"model_kwargs.{arch}")
+    generation_cap = overrides.get("generations", chosen.get("generations"))
+    if generation_cap is not None and (not isinstance(generation_cap, int) or isinstance(generation_cap, bool) or generation_cap < 1):
+        where.fail("generations", f"must be a positive integer, got {generation_cap!r}", "use 1 or more")
+
+    rows = raw.get("rows")
+    if not isinstance(rows, list) or not rows:
+        where.fail("rows", "must be a non-empty list of rows", "add rows with a teacher and chains")
+    row_filter = chosen.get("rows")
+    columns = where.mapping(raw.get("columns", {}), "columns")
+    chains: list[Chain] = []
+    paper: dict = {}
+    data_key = {"dataset": dataset, **{k: chosen.get(k, raw.get(k)) for k in ("validation_size", "train_subset", "test_subset")}}
+    for index, row in enumerate(rows):
+        at = f"rows[{index}]"
+        row = where.mapping(row, at)
+        where.keys(row, ROW_KEYS, at)
+        row_name = where.name(row.get("row"), f"{at}.row")
+        if row_filter is not None and row_name not in row_filter:
+            continue
+        paper[row_name] = where.mapping(row.get("paper", {}), f"{at}.paper")
+        for column in paper[row_name]:
+            if columns and column not in columns:
+                where.fail(f"{at}.paper.{column}", "is not one of the columns", f"use one of {', '.join(columns)}")
+        for seed in seeds:
+            chains.extend(_row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap))
+    if not chains:
+        where.fail(f"presets.{preset}.rows", "selects no row", "name rows that exist in rows[].row")
+    _check_unique(where, chains)
+    for label, cell in columns.items():
+        _check_cell(where, f"columns.{label}", cell, chains)
+
+    def number(key: str) -> Optional[int]:
+        value = chosen.get(key, raw.get(key))
+        if value is None:
+            return None if key != "validation_size" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "validation_size" else 1):
+            where.fail(key, f"must be a {'non-negative' if key == 'validation_size' else 'positive'} integer, got {value!r}", "fix the number")
+        return value
+
+    return SweepPlan(
+        name=name, source=source, preset=preset, dataset=dataset, recipe=recipe, seeds=tuple(seeds),
+        chains=tuple(chains), columns=dict(columns), paper=paper, validation_size=number("validation_size"),
+        train_subset=number("train_subset"), test_subset=number("test_subset"),
+        search=where.mapping(raw.get("search", {}), "search"),
+    )
+
+
+def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap) -> list[Chain]:
+    """Expand one row for one seed: its shared teacher, its chains and baselines."""
+    teacher_arch = architectures.get(row.get("teacher"), row.get("teacher"))
+    row_kwargs = where.mapping(row.get("model_kwargs", {}), f"{at}.model_kwargs")
+    chain_specs = where.mapping(row.get("chains"), f"{at}.chains")
+    if not chain_specs:
+        where.fail(f"{at}.chains", "is empty", "add at least one chain, e.g. ban: {loss: ban, generations: 1}")
+    chains = []
+    for chain_name, spec in chain_specs.items():
+        cat = f"{at}.chains.{chain_name}"
+        where.name(chain_name, cat)
+        spec = where.mapping(spec, cat)
+        where.keys(spec, CHAIN_KEYS, cat)
+        baseline = spec.get("baseline", False)
+        student = spec.get("student", row.get("teacher"))
+        student = where.string(architectures.get(student, student), f"{cat}.student")
+        kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **where.mapping(spec.get("model_kwargs", {}), f"{cat}.model_kwargs")}
+        loss = spec.get("loss", "label" if baseline else "ban")
+        if loss not in LOSSES:
+            close = difflib.get_close_matches(str(loss), list(LOSSES), n=1)
+            where.fail(f"{cat}.loss", f"unknown loss '{loss}'" + (f" (did you mean {close[0]}?)" if close else ""), f"use one of {', '.join(LOSSES)}")
+        loss_params = where.mapping(spec.get("loss_params", {}), f"{cat}.loss_params")
+        try:
+            check_loss_params(loss, loss_params)
+        except ValueError as error:
+            where.fail(f"{cat}.loss_params", str(error), "remove or rename the parameter")
+        generations = spec.get("generations", 0 if baseline else 1)
+        if not isinstance(generations, int) or isinstance(generations, bool) or generations < (0 if baseline else 1):
+            where.fail(f"{cat}.generations", f"must be a positive integer, got {generations!r}", "use 1 or more")
+        if generation_cap is not None and not baseline:
+            generations = generation_cap
+        chain_seed = _derive_seed(seed, row_name, chain_name)
+        if baseline:
+            if loss != "label":
+                where.fail(f"{cat}.loss", f"a baseline trains from labels alone, got loss '{loss}'", "drop loss or use loss: label")
+            root = _training(student, "label", {}, chain_seed, 0, "baseline", None, kwargs, recipe, data_key)
+            chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, (), {}))
+            continue
+        if teacher_arch is None:
+            where.fail(f"{at}.teacher", "is missing", "name the teacher architecture, e.g. teacher: densenet-90-60")
+        teacher_arch = where.string(teacher_arch, f"{at}.teacher")
+        teacher_kwargs = {**arch_kwargs.get(teacher_arch, {}), **row_kwargs}
+        root = _training(teacher_arch, "label", {}, _derive_seed(seed, teacher_arch, "teacher"), 0, "teacher", None,
+                         teacher_kwargs, recipe, data_key)
+        previous, distilled = root, []
+        for generation in range(1, generations + 1):
+            previous = _training(student, loss, loss_params, chain_seed + generation, generation, "student",
+                                 previous.key, kwargs, recipe, data_key)
+            distilled.append(previous)
+        ensembles = _ensembles(where, f"{cat}.ensembles", spec.get("ensembles"), generations)
+        chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, tuple(distilled), ensembles))
+    return chains
+
+
+def _ensembles(where, at: str, spec: Any, generations: int) -> dict:
+    """Default: Ens*k averages generations 1..k for k = 2..K; or explicit {name: [generations]}."""
+    if spec is None:
+        return {f"ens{k}": list(range(1, k + 1)) for k in range(2, generations + 1)}
+    spec = where.mapping(spec, at)
+    for name, members in spec.items():
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, int) and 0 <= m <= generations for m in members):
+            where.fail(f"{at}.{name}", f"must list two or more generations between 0 and {generations}, got {members!r}", "e.g. ens3: [1, 2, 3]")
+    return {name: list(members) for name, members in spec.items()}
+
+
+def _training(architecture, loss, loss_params, seed, generation, role, teacher_key, kwargs, recipe, data_key) -> Training:
+    identity = {"architecture": architecture, "loss": loss, "loss_params": loss_params, "seed": seed,
+                "teacher": teacher_key, "model_kwargs": kwargs, "recipe": recipe.to_dict(), "data": data_key}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    key = f"{architecture}-{loss.replace('+', 'p')}-s{seed}-{digest}"
+    return Training(key, architecture, loss, dict(loss_params), seed, generation, role, teacher_key, dict(kwargs))
+
+
+def _derive_seed(seed: int, *names: str) -> int:
+    """A stable per-(seed, names) training seed, so that e.g. BAN and BAN-1 differ only by seed."""
+    return seed * 1_000_003 + zlib.crc32("/".join(names).encode()) % 1_000_000
+
+
+def _chain_id(row: str, chain: str, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{row}.{chain}.seed{seed}").replace("+", "p")
+
+
+def _check_unique(where, chains: list[Chain]) -> None:
+    seen = set()
+    for chain in chains:
+        if chain.chain_id in seen:
+            where.fail("rows", f"two chains are both called {chain.chain_id}", "give every row a distinct row name")
+        seen.add(chain.chain_id)
+
+
+def _check_cell(where, at: str, cell: Any, chains: list[Chain]) -> None:
+    """A column's cell reference must name something the rows produce."""
+    if not isinstance(cell, str):
+        where.fail(at, f"must be a cell reference string, got {cell!r}", "use teacher, params, CHAIN/GENERATION or CHAIN/ensN")
+    if cell in ("teacher", "params"):
+        return
+    chain_name, _, part = cell.partition("/")
+    names = {c.name for c in chains}
+    if chain_name not in names:
+        where.fail(at, f"refers to chain '{chain_name}', which no row defines", f"use one of {', '.join(sorted(names))}")
+    if not (part.isdigit() or part.startswith("ens") or part == "params"):
+        where.fail(at, f"'{cell}' has no generation or ensemble after the slash", "write e.g. ban/1 or ban/ens2")
+
+
+class _Where:
+    """Builds SpaceError messages that name the file and the key."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def fail(self, key: str, problem: str, fix: str):
+        raise SpaceError(f"{self.source}: {key}: {problem}; {fix}")
+
+    def keys(self, mapping: dict, allowed: set, at: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
+                self.fail(f"{at}.{key}", "unknown key", hint)
+
+    def mapping(self, value: Any, at: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(at, f"must be a mapping, got {type(value).__name__}", "write key: value pairs")
+        return value
+
+    def string(self, value: Any, at: str) -> str:
+        if not isinstance(value, str) or not value:
+            self.fail(at, f"must be a non-empty string, got {value!r}", "write a name")
+        return value
+
+    def name(self, value: Any, at: str) -> str:
+        value = self.string(value if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value), at)
+        if not NAME_PATTERN.match(value):
+            self.fail(at, f"'{value}' is not a usable name", "use letters, digits and . _ + - only")
+        return value

@@ -1,0 +1,319 @@
+"""``python -m ray_ban.sweep TABLE|FILE``: train a paper table's generation chains with Ray Tune.
+
+Two Tune runs: first every distinct generation-0 model (teachers and label-only baselines, each
+trained once however many chains share it), then every distillation chain (one trial = one chain =
+one TorchTrainer). Results go to ``<out>/<sweep>/results.parquet`` and ``table.md``.
+Exit codes: 0 success, 1 a chain failed (the others still finish), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import spaces
+from .data import DataError, check_dataset, num_classes_of
+from .spaces import Chain, SpaceError, SweepPlan, Training
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad input found before anything is trained; reported as one line with exit code 2."""
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ray_ban.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("table", nargs="?", help="a table name (see --list) or a path to a search-space YAML file")
+    parser.add_argument("--list", action="store_true", help="list the shipped tables and exit")
+    parser.add_argument("--preset", default="paper", help="named preset of the space (paper, smoke, ...)")
+    parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir>, synthetic, synthetic-100")
+    parser.add_argument("--data-root", help="folder holding torchvision dataset files")
+    parser.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
+    parser.add_argument("--out", default="./runs", help="output folder; the sweep writes <out>/<sweep>/ (default ./runs)")
+    parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
+    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
+    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractional values pack chains on a GPU")
+    parser.add_argument("--max-concurrent", type=int, help="chains trained at once (default: as many as fit)")
+    parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts per chain")
+    parser.add_argument("--address", help="an existing Ray cluster ('auto' or host:port); default: start a local one")
+    parser.add_argument("--resume", action="store_true", help="continue the sweep in --out, skipping finished models")
+    parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of this sweep first")
+    parser.add_argument("--dry-run", action="store_true", help="validate everything and print the plan; train nothing")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the students")
+    return parser.parse_args(argv)
+
+
+def plan_from_args(args: argparse.Namespace) -> SweepPlan:
+    """Load the space with the preset and command-line overrides applied."""
+    overrides: dict = {}
+    if args.dataset:
+        overrides["dataset"] = args.dataset
+    if args.generations is not None:
+        if args.generations < 1:
+            raise UsageError(f"--generations must be a positive integer, got {args.generations}")
+        overrides["generations"] = args.generations
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            raise UsageError(f"--seeds must be comma-separated integers such as 0,1,2, got '{args.seeds}'") from None
+        if any(s < 0 for s in seeds):
+            raise UsageError(f"--seeds must be non-negative, got '{args.seeds}'")
+        overrides["seeds"] = seeds
+    for name in ("workers", "cpus_per_worker", "max_failures"):
+        value = getattr(args, name)
+        if value < (0 if name == "max_failures" else 1e-9):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    return spaces.load(args.table, args.preset, overrides)
+
+
+def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
+    """Everything a run needs, checked before any training: data, architectures, teacher/student pairs."""
+    import torch
+
+    from . import models  # torch is imported only once the space itself is valid
+
+    check_dataset(plan.dataset, args.data_root, args.download)
+    classes = num_classes_of(plan.dataset) or 10
+    checked = set()
+    for chain in plan.chains:
+        for training in chain.trainings:
+            if training.architecture in checked:
+                continue
+            try:
+                with torch.device("meta"):  # shapes only: instant even for 80M-parameter students
+                    models.build(training.architecture, classes, **training.model_kwargs)
+            except (ValueError, TypeError) as error:
+                raise UsageError(f"{plan.source}: row {chain.row}, chain {chain.name}: {error}") from None
+            checked.add(training.architecture)
+        pairs = zip(chain.trainings[:-1], chain.generations) if chain.generations else ()
+        for teacher, student in pairs:
+            try:
+                models.check_pair(teacher.architecture, student.architecture, classes, **student.model_kwargs)
+            except ValueError as error:
+                raise UsageError(f"{plan.source}: row {chain.row}, chain {chain.name}: {error}") from None
+    if plan.recipe.batch_size % args.workers:
+        raise UsageError(f"batch_size {plan.recipe.batch_size} is not divisible by --workers {args.workers}; choose a divisor")
+
+
+def describe_plan(plan: SweepPlan) -> str:
+    """The dry-run summary: chains, generations and the trainings they cost."""
+    roots = plan.roots()
+    distilled = sum(len(c.generations) for c in plan.chains)
+    lines = [f"sweep {plan.name} ({plan.preset} preset) from {plan.source}",
+             f"dataset {plan.dataset}, {plan.recipe.epochs} epochs per model, seeds {list(plan.seeds)}",
+             f"{len(plan.chains)} chains; {len(roots)} generation-0 models (teachers and baselines, each trained once) "
+             f"+ {distilled} distilled generations = {len(roots) + distilled} trainings"]
+    for chain in plan.chains:
+        if chain.generations:
+            steps = " -> ".join(f"gen{t.generation} {t.architecture} [{t.loss}]" for t in chain.generations)
+            lines.append(f"  {chain.chain_id}: teacher {chain.root.architecture} -> {steps}"
+                         + (f"; ensembles {', '.join(chain.ensembles)}" if chain.ensembles else ""))
+        else:
+            lines.append(f"  {chain.chain_id}: baseline {chain.root.architecture} [label]")
+    return "\n".join(lines)
+
+
+def prepare_run_dir(run_dir: Path, plan: SweepPlan, resume: bool, overwrite: bool) -> None:
+    """Create or reuse the run folder; refuse to mix another sweep's results into it."""
+    manifest = run_dir / "sweep.json"
+    identity = {"name": plan.name, "source": str(Path(plan.source).resolve()), "preset": plan.preset,
+                "dataset": plan.dataset}
+    if manifest.is_file() and not overwrite:
+        existing = json.loads(manifest.read_text()).get("identity", {})
+        if not resume:
+            raise UsageError(f"{run_dir} already holds a sweep ({existing.get('name')}, preset {existing.get('preset')}): "
+                             "pass --resume to continue it or --overwrite to replace it, or choose another --out")
+        if existing != identity:
+            raise UsageError(f"{run_dir} holds sweep {existing} but this is {identity}: --resume only continues the same sweep; "
+                             "use --overwrite or another --out")
+    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
+        raise UsageError(f"{run_dir} exists and is not a ray-ban run folder: choose another --out or pass --overwrite")
+    if overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write to {run_dir} ({error.strerror}): choose a writable --out") from None
+    from .store import atomic_write_json
+
+    atomic_write_json(manifest, {"identity": identity, "plan": plan.to_dict()})
+
+
+def _quiet_ray_logs(run_dir: Path) -> Path:
+    """Send Ray's own log records to <run>/logs/ray.log so the terminal shows only chain progress."""
+    log_path = run_dir / "logs" / "ray.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ray.data"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+    return log_path
+
+
+def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teachers: list[Training],
+                 run_dir: Path, args: argparse.Namespace, metric: str) -> dict:
+    """The plain-data config of one trial (one chain); everything a worker needs, no objects."""
+    return {
+        "chain_id": chain_id,
+        "trainings": [t.__dict__ for t in trainings],
+        "teachers": [t.__dict__ for t in teachers],
+        "recipe": plan.recipe.to_dict(),
+        "data": plan.data_config(),
+        "data_root": args.data_root,
+        "download": args.download,
+        "run_dir": str(run_dir.resolve()),
+        "resources": {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
+                      "gpus_per_worker": args.gpus_per_worker},
+        "max_failures": args.max_failures,
+        "metric": metric,
+        "compile": args.compile,
+    }
+
+
+def check_resources(args: argparse.Namespace) -> int:
+    """Fail fast if one chain can never be scheduled; returns how many chains fit at once."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    need_cpu, need_gpu = args.workers * args.cpus_per_worker, args.workers * args.gpus_per_worker
+    if need_gpu > 0 and gpus == 0:
+        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker} asks for GPUs but the Ray cluster has none; "
+                         "drop --gpus-per-worker or start a cluster with GPU nodes")
+    if need_cpu > cpus or need_gpu > gpus:
+        raise UsageError(f"one chain needs {need_cpu:g} CPUs and {need_gpu:g} GPUs ({args.workers} workers) but the cluster "
+                         f"has {cpus:g} CPUs and {gpus:g} GPUs; lower --workers or --cpus-per-worker")
+    fits = math.floor(cpus / need_cpu + 1e-9)
+    if need_gpu:
+        fits = min(fits, math.floor(gpus / need_gpu + 1e-9))
+    return max(1, fits)
+
+
+def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int, progress) -> dict[str, Optional[str]]:
+    """One Tune run over trial configs; returns chain_id -> error message (None on success)."""
+    from ray import tune
+
+    from .chain import trainable
+
+    if not configs:
+        return {}
+    tuner = tune.Tuner(
+        trainable(),
+        param_space={"chain": tune.grid_search(configs)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=max_concurrent,
+            trial_name_creator=lambda trial: trial.config["chain"]["chain_id"],
+            trial_dirname_creator=lambda trial: trial.config["chain"]["chain_id"],
+        ),
+        run_config=tune.RunConfig(name=name, storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                  callbacks=[progress]),
+    )
+    outcome = {}
+    for result in tuner.fit():
+        chain_id = result.config["chain"]["chain_id"]
+        outcome[chain_id] = None if result.error is None else _one_line(result.error)
+    return outcome
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    failed = [line for line in text if "ChainFailed" in line or line.startswith("chain ")]
+    return (failed[-1] if failed else text[-1] if text else repr(error)).split("ChainFailed: ")[-1]
+
+
+def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
+    """Start or join Ray, train generation 0 then the chains, write results; returns the exit code."""
+    import ray
+
+    from .progress import ChainProgress
+    from .results import paper_table, write_results
+    from .store import RunStore
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    started = time.perf_counter()
+    address = args.address or os.environ.get("RAY_ADDRESS") or "local"
+    init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    if address == "local":
+        init_kwargs["num_cpus"] = os.cpu_count()
+    ray.init(address=address, **init_kwargs)
+    log_path = _quiet_ray_logs(run_dir)  # after ray.init, which installs its own handlers
+    store = RunStore(run_dir)
+    try:
+        fits = check_resources(args)
+        max_concurrent = args.max_concurrent or fits
+        metric = "val_error" if plan.validation_size else "test_error"
+        progress = ChainProgress(plan, sys.stdout)
+        print(f"ray-ban: {plan.name}: {len(plan.chains)} chains, up to {max_concurrent} at once; Ray logs in {log_path}", flush=True)
+        roots = plan.roots()
+        root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric) for t in roots if not store.is_done(t.key)]
+        failures = run_phase("generation0", root_configs, run_dir, max_concurrent, progress)
+        chain_configs, skipped = [], {}
+        for chain in plan.distilled_chains():
+            if not store.is_done(chain.root.key):
+                skipped[chain.chain_id] = f"teacher {chain.root.key} failed"
+                continue
+            if all(store.is_done(t.key) for t in chain.generations):
+                continue
+            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], run_dir, args, metric))
+        failures.update(skipped)
+        failures.update(run_phase("chains", chain_configs, run_dir, max_concurrent, progress))
+    finally:
+        ray.shutdown()
+    table = write_results(plan, store)
+    print(paper_table(plan, table))
+    failed = {k: v for k, v in failures.items() if v}
+    for chain_id, message in failed.items():
+        print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr)
+    print(f"ray-ban: results in {run_dir / 'results.parquet'} ({table.num_rows} rows); "
+          f"{time.perf_counter() - started:.0f} s", flush=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.list:
+            for name in spaces.table_names():
+                print(name)
+            return EXIT_OK
+        if not args.table:
+            raise UsageError("name a table (see --list) or a search-space file, e.g. python -m ray_ban.sweep table5 --preset smoke")
+        plan = plan_from_args(args)
+        validate_plan(plan, args)
+        if args.dry_run:
+            print(describe_plan(plan))
+            return EXIT_OK
+        run_dir = Path(args.out) / plan.name
+        prepare_run_dir(run_dir, plan, args.resume, args.overwrite)
+    except (SpaceError, DataError, UsageError) as error:
+        print(f"ray-ban: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return run_sweep(plan, args, run_dir)
+    except UsageError as error:
+        print(f"ray-ban: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
