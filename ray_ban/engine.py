@@ -70,6 +70,7 @@ class Generation:
         device: torch.device | str = "cpu",
         seed: int = 0,
         compile: bool = False,
+        channels_last: bool = True,
     ):
         check_loss_params(loss, loss_params or {})
         if loss in NEEDS_TEACHER and teacher is None:
@@ -82,7 +83,9 @@ class Generation:
         self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
         cuda = self.device.type == "cuda"
         self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cuda)
-        memory_format = torch.channels_last if cuda else torch.contiguous_format
+        # channels_last on CPU too: 1.28x (label) to 1.36x (BAN) faster for wrn-10-1 here
+        # (benchmarks/cpu_channels_last.py); contiguous_format stays available for odd models.
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if cuda:
             torch.backends.cudnn.benchmark = True
 
@@ -101,12 +104,12 @@ class Generation:
         self.train_loader = DeviceLoader(
             data.train_images, data.train_labels, recipe.batch_size // self.world_size,
             device=self.device, train=True, seed=seed, rank=self.rank, world_size=self.world_size,
-            mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip, channels_last=cuda,
+            mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip, channels_last=channels_last,
         )
         if len(self.train_loader) == 0:
             raise ValueError(f"{data.train_images.shape[0]} train images make no batch of {recipe.batch_size}")
         eval_kwargs = dict(device=self.device, train=False, rank=self.rank, world_size=self.world_size,
-                           mean=mean, std=std, channels_last=cuda)
+                           mean=mean, std=std, channels_last=channels_last)
         self.test_loader = DeviceLoader(data.test_images, data.test_labels, recipe.eval_batch_size, **eval_kwargs)
         self.test_labels = data.test_labels.to(self.device)
         self.val_loader = None

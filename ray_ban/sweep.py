@@ -244,15 +244,23 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     """Start or join Ray, train generation 0 then the chains, write results; returns the exit code."""
     import ray
 
+    from .generations import FAULT_ENV
     from .progress import ChainProgress
     from .results import paper_table, write_results
     from .store import RunStore
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     started = time.perf_counter()
     address = args.address or os.environ.get("RAY_ADDRESS") or "local"
-    init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False}
+    # The Train controller polls its workers every 2 s by default; a chain of short generations spends
+    # much of its time waiting on that poll (measured: 19 s -> 11 s for a trivial fit at 0.25 s).
+    env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"),
+                "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    for name in (FAULT_ENV,):
+        if name in os.environ:
+            env_vars[name] = os.environ[name]
+    init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False,
+                   "runtime_env": {"env_vars": env_vars}}
     if address == "local":
         init_kwargs["num_cpus"] = os.cpu_count()
     ray.init(address=address, **init_kwargs)

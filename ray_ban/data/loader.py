@@ -87,15 +87,15 @@ class DeviceLoader:
         return torch.Generator().manual_seed(hash((self.seed, self.epoch, stream)) & 0x7FFF_FFFF)
 
     def _augment(self, batch: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        images = self.padded[batch]
-        if self.padding or self.flip:
-            n, c = images.shape[:2]
-            rows = shifts[:, 0:1] + torch.arange(self.height, device=self.device)
-            cols = torch.arange(self.width, device=self.device)
-            cols = shifts[:, 1:2] + torch.where(flips[:, None], cols.flip(0), cols)  # flip folded into the crop
-            images = images.gather(2, rows[:, None, :, None].expand(n, c, self.height, images.shape[3]))
-            images = images.gather(3, cols[:, None, None, :].expand(n, c, self.height, self.width))
-        images = (images.to(torch.float32) - self.mean) * self.inv_std
+        """Crop and flip as one ``take`` from the padded uint8 store (flip folded into the column
+        index), then normalise in place: no copy of the padded batch, one pass over the pixels."""
+        _, c, hp, wp = self.padded.shape
+        rows = shifts[:, 0:1] + torch.arange(self.height, device=self.device)
+        cols = torch.arange(self.width, device=self.device)
+        cols = shifts[:, 1:2] + torch.where(flips[:, None], cols.flip(0), cols)
+        channels = torch.arange(c, device=self.device)[None, :, None, None] * (hp * wp)
+        index = (batch * (c * hp * wp))[:, None, None, None] + channels + (rows * wp)[:, None, :, None] + cols[:, None, None, :]
+        images = self.padded.reshape(-1).take(index).to(torch.float32).sub_(self.mean).mul_(self.inv_std)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images.to(self.dtype)
