@@ -115,6 +115,17 @@ def final_metrics(summary: dict, training: Training, metric: str) -> dict[str, A
     return values
 
 
-def trainable(cpu_per_trial: float = 0.01):
-    """``chain_trial`` with the tiny CPU request that keeps a trial from starving its own workers."""
-    return tune.with_resources(chain_trial, {"CPU": cpu_per_trial})
+DRIVER_RESOURCE = "chain_driver"  # a custom resource for chain drivers: they need no CPU of their own
+
+
+def trainable(cluster_resources: dict):
+    """``chain_trial`` with a request that never takes CPU from its own Train workers.
+
+    A trial only waits on its TorchTrainer; holding a whole CPU (Tune's default) starves the workers
+    on small machines and the chain hangs. Where the cluster offers ``chain_driver`` (local runs,
+    and the head node of cluster.yaml, which keeps drivers off spot nodes) a trial takes one of
+    those; elsewhere it takes 0.01 CPU.
+    """
+    if cluster_resources.get(DRIVER_RESOURCE, 0) >= 1:
+        return tune.with_resources(chain_trial, {"CPU": 0, DRIVER_RESOURCE: 1})
+    return tune.with_resources(chain_trial, {"CPU": 0.01})

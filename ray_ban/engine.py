@@ -160,6 +160,7 @@ class Generation:
     def train_epoch(self) -> EpochReport:
         """One pass over this rank's shard, then evaluation; one host sync for the whole epoch."""
         started = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
         torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout and DKPP draws, per epoch
         self.train_model.train()
         self.train_loader.set_epoch(self.epoch)
@@ -179,6 +180,10 @@ class Generation:
         totals = torch.stack([loss_sum, torch.tensor(float(seen), device=self.device)])
         if self.world_size > 1:
             dist.all_reduce(totals)
+            # DDP syncs BN running stats at the start of each forward only: after the last step the
+            # replicas differ slightly. Take rank 0's so every rank evaluates and stores one model.
+            for buffer in self.student.buffers():
+                dist.broadcast(buffer, src=0)
         train_loss = (totals[0] / totals[1]).item()
         self.epoch += 1
         if not torch.isfinite(torch.tensor(train_loss)):
@@ -193,7 +198,7 @@ class Generation:
             val_logits = self.predict(self.student, self.val_loader)
             val_error, val_loss = metrics.error_rate(val_logits, self.val_labels), metrics.mean_nll(val_logits, self.val_labels)
         return EpochReport(
-            epoch=self.epoch, train_loss=train_loss, lr=self.optimizer.param_groups[0]["lr"],
+            epoch=self.epoch, train_loss=train_loss, lr=lr,
             test_error=test["error"], test_loss=test["loss"], agreement=test["agreement"], kl=test["kl"],
             ece=test["ece"], val_error=val_error, val_loss=val_loss, best_test_error=self.best_test_error,
             seconds=time.perf_counter() - started, images_per_s=float(totals[1]) / train_seconds,

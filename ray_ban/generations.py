@@ -6,6 +6,7 @@ benchmarks: ``ray_ban.chain`` plugs Ray Train's report/checkpoint calls into the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -24,6 +25,7 @@ from .spaces import Training
 from .store import RunStore
 
 FAULT_ENV = "RAY_BAN_FAULT"  # "GENERATION:EPOCH[:RANK]": that rank SIGKILLs itself once after that epoch
+AUDIT_ENV = "RAY_BAN_AUDIT_DIR"  # a folder: every rank records its shard per epoch and final weight digests
 
 
 @dataclass
@@ -97,6 +99,8 @@ def run_chain(
             for report in generation.run():
                 history.append(report.to_dict())
                 on_epoch(training, report, generation.state_dict, history)
+                _audit(f"{training.key}/rank{rank}-epoch{report.epoch}.json",
+                       lambda: generation.train_loader.shard_indices().tolist())
                 _maybe_inject_fault(store, training, report.epoch, rank)
         except NonFiniteLoss as error:
             message = f"{training.key} (generation {training.generation}): {error}"
@@ -106,6 +110,8 @@ def run_chain(
         if rank == 0:
             store.save_model(training.key, generation.student.state_dict(), generation.test_logits,
                              data.test_labels, history, summarize(training, generation, history))
+        _audit(f"{training.key}/rank{rank}-weights.json",
+               lambda: {k: float(v.double().sum()) for k, v in generation.student.state_dict().items()})
         if world_size > 1:
             dist.barrier()  # every rank sees the stored model before the next generation
         teacher_model = generation.student
@@ -147,3 +153,12 @@ def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: i
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _audit(name: str, value_fn: Callable[[], object]) -> None:
+    """Test hook: with RAY_BAN_AUDIT_DIR set, write what each rank trained on, for DDP checks."""
+    folder = os.environ.get(AUDIT_ENV)
+    if folder:
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value_fn()))

@@ -193,8 +193,12 @@ def check_resources(args: argparse.Namespace) -> int:
     """Fail fast if one chain can never be scheduled; returns how many chains fit at once."""
     import ray
 
+    from .chain import DRIVER_RESOURCE
+
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    if total.get(DRIVER_RESOURCE, 0) < 1:
+        cpus -= 0.01  # each chain's driver then takes 0.01 CPU (see chain.trainable)
     need_cpu, need_gpu = args.workers * args.cpus_per_worker, args.workers * args.gpus_per_worker
     if need_gpu > 0 and gpus == 0:
         raise UsageError(f"--gpus-per-worker {args.gpus_per_worker} asks for GPUs but the Ray cluster has none; "
@@ -210,6 +214,7 @@ def check_resources(args: argparse.Namespace) -> int:
 
 def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int, progress) -> dict[str, Optional[str]]:
     """One Tune run over trial configs; returns chain_id -> error message (None on success)."""
+    import ray
     from ray import tune
 
     from .chain import trainable
@@ -217,7 +222,7 @@ def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int
     if not configs:
         return {}
     tuner = tune.Tuner(
-        trainable(),
+        trainable(ray.cluster_resources()),
         param_space={"chain": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent,
@@ -244,7 +249,8 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     """Start or join Ray, train generation 0 then the chains, write results; returns the exit code."""
     import ray
 
-    from .generations import FAULT_ENV
+    from .chain import DRIVER_RESOURCE
+    from .generations import AUDIT_ENV, FAULT_ENV
     from .progress import ChainProgress
     from .results import paper_table, write_results
     from .store import RunStore
@@ -256,13 +262,14 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     # much of its time waiting on that poll (measured: 19 s -> 11 s for a trivial fit at 0.25 s).
     env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"),
                 "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-    for name in (FAULT_ENV,):
+    for name in (FAULT_ENV, AUDIT_ENV):
         if name in os.environ:
             env_vars[name] = os.environ[name]
     init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False,
                    "runtime_env": {"env_vars": env_vars}}
     if address == "local":
         init_kwargs["num_cpus"] = os.cpu_count()
+        init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
     ray.init(address=address, **init_kwargs)
     log_path = _quiet_ray_logs(run_dir)  # after ray.init, which installs its own handlers
     store = RunStore(run_dir)

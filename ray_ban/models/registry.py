@@ -58,6 +58,10 @@ def register(pattern: str, examples: tuple[str, ...] = ()) -> Callable[[Builder]
     return wrap
 
 
+# The tiny members used by smoke presets and CPU tests, offered as close matches too.
+TINY_MEMBERS = ["wrn-10-1", "wrn-10-2", "densenet-10-4", "densenet-16-12", "densenet-22-8", "preresnet-11"]
+
+
 def patterns() -> list[str]:
     """All registered name patterns, in registration order."""
     return list(_ENTRIES)
@@ -74,6 +78,6 @@ def lookup(name: str) -> tuple[Builder, dict[str, int | float]]:
         match = entry.regex.fullmatch(name)
         if match:
             return entry.builder, {k: _number(v) for k, v in match.groupdict().items()}
-    close = difflib.get_close_matches(name, examples() + patterns(), n=3, cutoff=0.4)
+    close = difflib.get_close_matches(name, TINY_MEMBERS + examples() + patterns(), n=3, cutoff=0.4)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     raise ValueError(f"unknown model name {name!r}; {hint}ray_ban.models.available() lists the name patterns")

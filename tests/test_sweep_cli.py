@@ -1,0 +1,128 @@
+"""The sweep CLI without training: validation, dry runs and bad input (exit 2, one line, nothing written)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ray_ban import spaces
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(*args, cwd=None):
+    result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd or ROOT, timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4", "table5"])
+def test_every_paper_table_expands_with_its_paper_numbers(table):
+    plan = spaces.load(table)
+    raw = yaml.safe_load((spaces.SPACES_DIR / f"{table}.yaml").read_text())
+    assert list(plan.paper) == [row["row"] for row in raw["rows"]]
+    assert all(plan.paper[row] for row in plan.paper)
+    smoke = spaces.load(table, "smoke")
+    assert smoke.dataset.startswith("synthetic") and smoke.recipe.epochs <= 2
+    assert {c.row for c in smoke.chains} == set(plan.paper)  # the smoke preset runs every row
+
+
+def test_shared_teachers_are_planned_once():
+    plan = spaces.load("table5")
+    teachers = [t for t in plan.roots() if t.role == "teacher"]
+    assert len(teachers) == 1 and teachers[0].architecture == "densenet-90-60"
+    table2 = spaces.load("table2")
+    row = [c for c in table2.chains if c.row == "DenseNet-90-60"]
+    assert len({c.root.key for c in row}) == 1 and len(row) == 5
+    ban = next(c for c in row if c.name == "ban")
+    assert [t.teacher_key for t in ban.generations] == [ban.root.key, ban.generations[0].key, ban.generations[1].key]
+    assert ban.ensembles == {"ens2": [1, 2], "ens3": [1, 2, 3]}
+    single = next(c for c in row if c.name == "ban_single")
+    assert single.generations[0].seed != ban.generations[0].seed  # BAN and BAN-1 differ only by seed
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    code, out, err = sweep("table5", "--preset", "smoke", "--dry-run", "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "13 chains; 8 generation-0 models" in out and "ban-wrn-2-1" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_list_names_the_tables():
+    code, out, _ = sweep("--list")
+    assert code == 0 and out.split() == ["table1", "table2", "table3", "table4", "table5"] + [
+        n for n in out.split() if n not in {"table1", "table2", "table3", "table4", "table5"}]
+
+
+def write_space(path: Path, **changes) -> Path:
+    raw = {
+        "name": "mine", "dataset": "synthetic", "seeds": [0],
+        "recipe": {"epochs": 1, "batch_size": 64},
+        "columns": {"Teacher": "teacher", "BAN": "ban/1"},
+        "rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 1}},
+                  "paper": {"Teacher": 5.0, "BAN": 4.0}}],
+    }
+    raw.update(changes)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+BAD_INPUTS = [
+    ("unknown table", ["tabel5"], "unknown table 'tabel5' (did you mean table5"),
+    ("missing file", ["nope/space.yaml"], "no such search-space file"),
+    ("malformed yaml", "rows: [\n  - {row: r1,", "line"),
+    ("unknown architecture", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"student": "wrn-10-l"}}}]}, "wrn-10-1"),
+    ("unknown loss", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "bann"}}}]}, "unknown loss 'bann' (did you mean ban?)"),
+    ("zero epochs", {"recipe": {"epochs": 0}}, "epochs must be a positive integer"),
+    ("zero generations", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"generations": 0}}}]}, "generations: must be a positive integer"),
+    ("negative seed", {"seeds": [-1]}, "seeds: must be a non-empty list of non-negative integers"),
+    ("unknown key", {"recipee": {}}, "did you mean 'recipe'"),
+    ("unformable pair", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"student": "ban-wrn-1-1"}}}]}, "cannot inherit from teacher"),
+    ("missing dataset", {"dataset": "cifar100"}, "cifar100 not found under"),
+    ("missing parquet", {"dataset": "parquet:/nonexistent"}, "missing /nonexistent/train.parquet"),
+]
+
+
+@pytest.mark.parametrize("label,content,expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gets_exit_2_and_one_line(tmp_path, label, content, expected):
+    if isinstance(content, list):
+        args = content
+    else:
+        path = tmp_path / "space.yaml"
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            write_space(path, **content)
+        args = [path]
+    code, out, err = sweep(*args, "--out", tmp_path / "runs", "--data-root", tmp_path)
+    assert code == 2, (out, err)
+    assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_command_line_values(tmp_path):
+    space = write_space(tmp_path / "space.yaml")
+    for args, expected in [(["--generations", "0"], "--generations must be a positive integer"),
+                           (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
+                           (["--workers", "0"], "--workers must be positive")]:
+        code, _, err = sweep(space, *args, "--out", tmp_path / "runs")
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_results_are_never_overwritten_without_consent(tmp_path):
+    space = write_space(tmp_path / "space.yaml")
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    (run / "sweep.json").write_text('{"identity": {"name": "other", "preset": "paper"}}')
+    (run / "results.parquet").write_bytes(b"precious")
+    code, _, err = sweep(space, "--out", tmp_path / "runs")
+    assert code == 2 and "pass --resume" in err
+    code, _, err = sweep(space, "--out", tmp_path / "runs", "--resume")
+    assert code == 2 and "only continues the same sweep" in err
+    assert (run / "results.parquet").read_bytes() == b"precious"
+    unwritable = tmp_path / "ro"
+    unwritable.write_text("a file, not a folder")
+    code, _, err = sweep(space, "--out", unwritable)
+    assert code == 2 and "choose a writable --out" in err

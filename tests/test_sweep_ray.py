@@ -1,0 +1,138 @@
+"""Real sweeps on a real local Ray runtime: shared teachers trained once, results read back with
+pyarrow, resume without retraining, and data-parallel chains over gloo (two Train workers)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPACE = {
+    "name": "shared", "dataset": "synthetic", "seeds": [0], "train_subset": 512, "test_subset": 200,
+    "recipe": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+    "columns": {"Teacher": "teacher", "BAN-1": "ban/1", "BAN-2": "ban/2", "Ens*2": "ban/ens2",
+                "BAN+L": "banl/1", "Baseline": "base/0"},
+    "rows": [
+        {"row": "A", "teacher": "densenet-10-4",
+         "chains": {"ban": {"loss": "ban", "generations": 2}, "banl": {"loss": "ban+l", "loss_params": {"label_weight": 0.5}}},
+         "paper": {"Teacher": 10.0, "BAN-1": 9.0}},
+        {"row": "B", "teacher": "densenet-10-4",
+         "chains": {"ban": {"loss": "ban", "generations": 1}, "base": {"baseline": True, "student": "wrn-10-1"}},
+         "paper": {"Teacher": 10.0, "Baseline": 11.5}},
+    ],
+}
+
+
+def run_sweep(space_path, out, *args, env=None):
+    command = [sys.executable, "-m", "ray_ban.sweep", str(space_path), "--out", str(out), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    space = folder / "shared.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    started = time.time()
+    result = run_sweep(space, folder / "runs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder, space, result, time.time() - started
+
+
+def test_results_hold_every_model_and_ensemble(finished_sweep):
+    folder, _, result, _ = finished_sweep
+    table = pq.read_table(folder / "runs" / "shared" / "results.parquet")
+    rows = table.to_pylist()
+    roles = sorted((r["row"], r["chain"] or "", r["role"], r["generation"]) for r in rows)
+    assert roles == sorted([
+        ("A", "", "teacher", 0), ("A", "ban", "student", 1), ("A", "ban", "student", 2), ("A", "ban/ens2", "ensemble", 2),
+        ("A", "banl", "student", 1), ("B", "ban", "student", 1), ("B", "base", "baseline", 0)])
+    assert all(r["status"] == "ok" for r in rows)
+    assert all(0 <= r["final_test_error"] <= 100 and r["best_test_error"] <= r["final_test_error"] for r in rows)
+    students = [r for r in rows if r["role"] == "student"]
+    assert all(r["agreement"] is not None and r["epochs"] == 2 and r["teacher_key"] for r in students)
+    assert {"sweep", "row", "role", "generation", "architecture", "parameters", "loss", "seed", "dataset", "preset",
+            "epochs", "final_test_error", "best_test_error", "test_loss", "agreement", "wall_time_s", "config"} <= set(table.column_names)
+    teacher = next(r for r in rows if r["role"] == "teacher")
+    assert teacher["shared_by"] == ["A", "B"] and json.loads(teacher["config"])["training"]["architecture"] == "densenet-10-4"
+    table_md = (folder / "runs" / "shared" / "table.md").read_text()
+    assert "| A |" in table_md and "(9.0)" in table_md and "(11.5)" in table_md
+    assert "[A.ban.seed0] gen 2/2 epoch 2/2" in result.stdout  # concise progress, one line per event
+
+
+def test_the_shared_teacher_was_trained_once(finished_sweep):
+    folder, *_ = finished_sweep
+    run = folder / "runs" / "shared"
+    teacher_dirs = [p for p in (run / "models").iterdir() if "-label-" in p.name and p.name.startswith("densenet")]
+    assert len(teacher_dirs) == 1
+    history = json.loads((teacher_dirs[0] / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]  # two epochs, trained once, never repeated
+    trials = sorted(p.name for p in (run / "ray" / "generation0").iterdir() if p.is_dir())
+    assert trials == sorted(["gen0." + teacher_dirs[0].name, *[f"gen0.{p.name}" for p in (run / "models").iterdir() if p.name.startswith("wrn")]])
+
+
+def test_ensembles_are_computed_from_stored_fp16_predictions(finished_sweep):
+    folder, *_ = finished_sweep
+    run = folder / "runs" / "shared"
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    members = [r for r in rows if r["row"] == "A" and r["chain"] == "ban"]
+    assert len(members) == 2
+    import torch
+
+    from ray_ban import metrics
+    from ray_ban.store import RunStore
+
+    store = RunStore(run)
+    logits = [store.load_predictions(r["model_key"]) for r in sorted(members, key=lambda r: r["generation"])]
+    with pa.memory_map(str(store.prediction_path(members[0]["model_key"]))) as source:
+        assert pa.ipc.open_file(source).schema.field("logits").type.value_type == pa.float16()
+    ensemble = next(r for r in rows if r["role"] == "ensemble")
+    expected = metrics.error_rate(metrics.ensemble_logits([l for l, _ in logits]), logits[0][1])
+    assert ensemble["final_test_error"] == pytest.approx(expected)
+    assert ensemble["members"] == [1, 2]
+    for member in members:
+        stored_error = store.summary(member["model_key"])["final_test_error"]
+        assert metrics.error_rate(*store.load_predictions(member["model_key"])) == pytest.approx(stored_error, abs=0.51)
+        assert torch.isfinite(logits[0][0]).all()
+
+
+def test_rerunning_with_resume_trains_nothing_again(finished_sweep):
+    folder, space, _, first_duration = finished_sweep
+    run = folder / "runs" / "shared"
+    finished = {p.name: json.loads((p / "summary.json").read_text())["finished_at"] for p in (run / "models").iterdir()}
+    result = run_sweep(space, folder / "runs", "--resume")
+    assert result.returncode == 0, result.stderr
+    after = {p.name: json.loads((p / "summary.json").read_text())["finished_at"] for p in (run / "models").iterdir()}
+    assert after == finished
+    assert "epoch" not in result.stdout  # no training events at all
+    assert pq.read_table(run / "results.parquet").num_rows == 7  # no duplicate rows
+
+
+def test_two_data_parallel_workers_train_disjoint_shards_and_agree(tmp_path):
+    space = dict(SPACE, name="ddp", rows=[{"row": "A", "teacher": "densenet-10-4",
+                                           "chains": {"ban": {"loss": "ban", "generations": 2}}}], columns={})
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(space))
+    audit = tmp_path / "audit"
+    result = run_sweep(path, tmp_path / "runs", "--workers", "2", env={"RAY_BAN_AUDIT_DIR": str(audit)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    models = sorted(p for p in audit.iterdir())
+    assert len(models) == 3  # teacher + two generations, each trained by both ranks
+    for model in models:
+        for epoch in (1, 2):
+            shards = [set(json.loads((model / f"rank{r}-epoch{epoch}.json").read_text())) for r in (0, 1)]
+            assert len(shards[0]) == len(shards[1]) == 256 and not shards[0] & shards[1]
+        digests = [json.loads((model / f"rank{r}-weights.json").read_text()) for r in (0, 1)]
+        assert digests[0] == digests[1]  # DDP kept both replicas identical through every generation
+    epoch1 = json.loads((models[0] / "rank0-epoch1.json").read_text())
+    epoch2 = json.loads((models[0] / "rank0-epoch2.json").read_text())
+    assert epoch1 != epoch2  # a new shuffle each epoch
