@@ -26,7 +26,6 @@ from ray_ban.data import load_dataset
 from ray_ban.engine import Generation
 from ray_ban.models import build, parameter_count
 from ray_ban.recipe import Recipe
-from cpu_channels_last import to_channels_last
 
 
 def main() -> None:
@@ -44,9 +43,6 @@ def main() -> None:
     p.add_argument("--budget-minutes", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels-last", action="store_true",
-                   help="switch the engine's model and loaders to channels_last after construction (the engine "
-                        "uses it only on CUDA; on CPU it measured 1.3x faster, see cpu_channels_last.py)")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 epoch, 5000 train / 2000 test images")
     args = p.parse_args()
     if args.quick:
@@ -65,8 +61,6 @@ def main() -> None:
     torch.manual_seed(args.seed)
     model = build(args.model, data.num_classes)
     gen = Generation(model, data, recipe, loss="label", seed=args.seed)
-    if args.channels_last:
-        to_channels_last(gen)
     print(f"{args.dataset}: {data.train_images.shape[0]} train / {data.test_images.shape[0]} test images "
           f"(loaded in {load_seconds:.1f} s); {args.model} ({parameter_count(model):,} params), "
           f"{args.epochs} epochs x {len(gen.train_loader)} steps of {args.batch_size}, {args.schedule} lr {args.lr}, "
@@ -117,7 +111,7 @@ def main() -> None:
             "dataset": args.dataset, "train_images": int(data.train_images.shape[0]),
             "test_images": int(data.test_images.shape[0]), "model": args.model, "params": parameter_count(model),
             "recipe": recipe.to_dict(), "threads": args.threads, "seed": args.seed,
-            "budget_minutes": args.budget_minutes, "channels_last_patch": args.channels_last, "quick": args.quick, "dataset_load_seconds": load_seconds,
+            "budget_minutes": args.budget_minutes, "quick": args.quick, "dataset_load_seconds": load_seconds,
         },
         "summary": summary,
         "epochs": [r.to_dict() for r in reports],

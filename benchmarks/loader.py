@@ -4,7 +4,6 @@ Both produce the same thing from the same uint8 images: shuffled batches of 256 
 (padding 4), randomly flipped, normalised float images with their labels. At equal CPU: one torch
 thread and ``num_workers=0``. A ``num_workers=2`` DataLoader row is shown for information (it uses
 two more processes, so it is not an equal-CPU comparison; its workers are persistent and warmed).
-A row for a proposed faster ``_augment`` (``TakeAugmentLoader``, identical output) is shown too.
 Passes are interleaved over rounds so that the load of a shared machine hits all rows alike.
 
 Images: the first ``--images`` train images of the real CIFAR-10 in
@@ -41,26 +40,6 @@ class PILDataset(Dataset):
 
     def __getitem__(self, i: int):
         return self.transform(Image.fromarray(self.hwc[i])), self.labels[i]
-
-
-class TakeAugmentLoader(DeviceLoader):
-    """A proposed faster ``DeviceLoader._augment`` (same output, bit for bit): one ``take`` with a
-    linear index straight from the padded uint8 store, instead of copying the padded batch
-    (``padded[batch]``) and then gathering rows and columns in two passes; normalisation in place."""
-
-    def _augment(self, batch: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        if not (self.padding or self.flip):
-            return super()._augment(batch, shifts, flips)
-        _, c, hp, wp = self.padded.shape
-        rows = shifts[:, 0:1] + torch.arange(self.height, device=self.device)
-        cols = torch.arange(self.width, device=self.device)
-        cols = shifts[:, 1:2] + torch.where(flips[:, None], cols.flip(0), cols)
-        chan = torch.arange(c, device=self.device)[None, :, None, None] * (hp * wp)
-        lin = (batch * (c * hp * wp))[:, None, None, None] + chan + (rows * wp)[:, None, :, None] + cols[:, None, None, :]
-        images = self.padded.view(-1).take(lin).to(torch.float32).sub_(self.mean).mul_(self.inv_std)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images.to(self.dtype)
 
 
 def count_epoch(loader, epochs: int = 1) -> tuple[int, float]:
@@ -101,10 +80,6 @@ def main() -> None:
 
     device_loader = DeviceLoader(images, labels, args.batch_size, train=True, seed=0, mean=mean, std=std,
                                  crop_padding=4, flip=True)
-    take_loader = TakeAugmentLoader(images, labels, args.batch_size, train=True, seed=0, mean=mean, std=std,
-                                    crop_padding=4, flip=True)
-    for a, b in zip(device_loader, take_loader):  # the proposed augmentation gives identical batches
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     transform = transforms.Compose([
         transforms.RandomCrop(32, padding=4),
         transforms.RandomHorizontalFlip(),
@@ -112,10 +87,9 @@ def main() -> None:
         transforms.Normalize((mean / 255).tolist(), (std / 255).tolist()),
     ])
     dataset = PILDataset(images, labels, transform)
-    device_names = ("DeviceLoader", "DeviceLoader, take-based _augment (proposed)")
+    device_names = ("DeviceLoader",)
     loaders = {
         "DeviceLoader": device_loader,
-        "DeviceLoader, take-based _augment (proposed)": take_loader,
         "DataLoader PIL, num_workers=0": DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
                                                     num_workers=0),
     }
@@ -161,7 +135,6 @@ def main() -> None:
         "ratios": {
             "device_over_dataloader_w0": ratio,
             "device_over_dataloader_w0_paired_median": _common.summarise(paired)["median"],
-            "take_augment_over_device": stats[device_names[1]]["median"] / stats["DeviceLoader"]["median"],
             **({"device_over_dataloader_w2": stats["DeviceLoader"]["median"] / stats["DataLoader PIL, num_workers=2 (info)"]["median"]}
                if "DataLoader PIL, num_workers=2 (info)" in stats else {}),
         },

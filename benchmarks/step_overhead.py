@@ -65,7 +65,9 @@ class BareLoop:
     """The plain-PyTorch reference: one student, its SGD, and optionally a frozen teacher."""
 
     def __init__(self, student, teacher, recipe: Recipe, foreach: bool):
-        self.student, self.teacher = student, teacher
+        # the same memory layout as the engine (channels_last, 1.3x faster on this CPU)
+        self.student = student.to(memory_format=torch.channels_last)
+        self.teacher = teacher.to(memory_format=torch.channels_last) if teacher is not None else None
         kwargs = {"foreach": True} if foreach else {}
         self.opt = torch.optim.SGD(student.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                    nesterov=recipe.nesterov, weight_decay=recipe.weight_decay, **kwargs)
@@ -110,7 +112,7 @@ def main() -> None:
     }
     mean, std = data.channel_stats()
     loader = DeviceLoader(data.train_images, data.train_labels, args.batch_size, train=True, seed=0,
-                          mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip)
+                          mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip, channels_last=True)
     loader.set_epoch(0)
     batches = list(loader)  # fixed, precomputed augmented batches for the bare loop
     assert len(batches) == args.steps and len(engines["ban"].train_loader) == args.steps

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from . import models
-from .data import ImageSplits, load_dataset
+from .data import ImageSplits, load_dataset, synthetic
+from .data.sources import SYNTHETIC_SIZES
 from .engine import EpochReport, Generation, NonFiniteLoss, world
 from .recipe import Recipe
 from .spaces import Training
@@ -39,9 +40,14 @@ class Resume:
 
 def prepare_data(data_config: dict, data_root: Optional[str] = None, download: bool = False) -> ImageSplits:
     """Load the sweep's dataset with its subset and validation split, identically on every worker."""
-    data = load_dataset(data_config["dataset"], data_root, download)
-    if data_config.get("train_subset") or data_config.get("test_subset"):
-        data = data.subset(data_config.get("train_subset"), data_config.get("test_subset"))
+    train, test = data_config.get("train_subset"), data_config.get("test_subset")
+    if data_config["dataset"] in SYNTHETIC_SIZES:  # generate only the images that will be used
+        classes, default_train, default_test = SYNTHETIC_SIZES[data_config["dataset"]]
+        data = synthetic(classes, train or default_train, test or default_test, name=data_config["dataset"])
+    else:
+        data = load_dataset(data_config["dataset"], data_root, download)
+    if train or test:
+        data = data.subset(train, test)
     return data.with_validation(data_config.get("validation_size") or 0, seed=0)
 
 

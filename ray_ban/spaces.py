@@ -26,7 +26,7 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
             "train_subset", "test_subset", "search", "model_kwargs"}
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
-               "validation_size", "train_subset", "test_subset", "rows"}
+               "validation_size", "train_subset", "test_subset", "rows", "resources"}
 ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs"}
 CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -85,6 +85,7 @@ class SweepPlan:
     train_subset: Optional[int] = None
     test_subset: Optional[int] = None
     search: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)  # defaults for the CLI's resource options
 
     def roots(self) -> list[Training]:
         """Distinct generation-0 trainings (teachers and baselines): each is trained once per sweep."""
@@ -227,7 +228,18 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         chains=tuple(chains), columns=dict(columns), paper=paper, validation_size=number("validation_size"),
         train_subset=number("train_subset"), test_subset=number("test_subset"),
         search=where.mapping(raw.get("search", {}), "search"),
+        resources=_resources(where, chosen.get("resources", {}), f"presets.{preset}.resources"),
     )
+
+
+def _resources(where, spec: Any, at: str) -> dict:
+    """A preset's default resources per chain worker (the command line overrides them)."""
+    spec = where.mapping(spec, at)
+    where.keys(spec, {"cpus_per_worker"}, at)
+    value = spec.get("cpus_per_worker", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        where.fail(f"{at}.cpus_per_worker", f"must be a positive number, got {value!r}", "e.g. 0.5 to run two tiny chains per core")
+    return dict(spec)
 
 
 def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap) -> list[Chain]:

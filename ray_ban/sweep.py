@@ -9,6 +9,7 @@ Exit codes: 0 success, 1 a chain failed (the others still finish), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from typing import Optional
 
 from . import spaces
 from .data import DataError, check_dataset, num_classes_of
-from .spaces import Chain, SpaceError, SweepPlan, Training
+from .spaces import SpaceError, SweepPlan, Training
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -42,7 +43,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
-    parser.add_argument("--cpus-per-worker", type=float, default=1.0)
+    parser.add_argument("--cpus-per-worker", type=float,
+                        help="CPUs reserved per worker (default: the preset's resources.cpus_per_worker, else 1)")
     parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractional values pack chains on a GPU")
     parser.add_argument("--max-concurrent", type=int, help="chains trained at once (default: as many as fit)")
     parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts per chain")
@@ -71,13 +73,16 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         if any(s < 0 for s in seeds):
             raise UsageError(f"--seeds must be non-negative, got '{args.seeds}'")
         overrides["seeds"] = seeds
+    plan = spaces.load(args.table, args.preset, overrides)
+    if args.cpus_per_worker is None:
+        args.cpus_per_worker = float(plan.resources.get("cpus_per_worker", 1.0))
     for name in ("workers", "cpus_per_worker", "max_failures"):
         value = getattr(args, name)
         if value < (0 if name == "max_failures" else 1e-9):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
-    return spaces.load(args.table, args.preset, overrides)
+    return plan
 
 
 def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
@@ -156,17 +161,14 @@ def prepare_run_dir(run_dir: Path, plan: SweepPlan, resume: bool, overwrite: boo
     atomic_write_json(manifest, {"identity": identity, "plan": plan.to_dict()})
 
 
-def _quiet_ray_logs(run_dir: Path) -> Path:
+def _quiet_ray_logs(log_path: Path) -> None:
     """Send Ray's own log records to <run>/logs/ray.log so the terminal shows only chain progress."""
-    log_path = run_dir / "logs" / "ray.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     for name in ("ray", "ray.tune", "ray.train", "ray.data"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
-    return log_path
 
 
 def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teachers: list[Training],
@@ -177,8 +179,8 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "trainings": [t.__dict__ for t in trainings],
         "teachers": [t.__dict__ for t in teachers],
         "recipe": plan.recipe.to_dict(),
-        "data": plan.data_config(),
-        "data_root": args.data_root,
+        "data": {**plan.data_config(), "dataset": absolute_dataset(plan.dataset)},
+        "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
         "download": args.download,
         "run_dir": str(run_dir.resolve()),
         "resources": {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
@@ -187,6 +189,13 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "metric": metric,
         "compile": args.compile,
     }
+
+
+def absolute_dataset(spec: str) -> str:
+    """Train workers run in Ray's own folders: a relative parquet:DIR must become absolute first."""
+    if spec.startswith("parquet:"):
+        return "parquet:" + str(Path(spec.split(":", 1)[1]).expanduser().resolve())
+    return spec
 
 
 def check_resources(args: argparse.Namespace) -> int:
@@ -251,11 +260,11 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
 
     from .chain import DRIVER_RESOURCE
     from .generations import AUDIT_ENV, FAULT_ENV
-    from .progress import ChainProgress
-    from .results import paper_table, write_results
+    from .results import write_results
     from .store import RunStore
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
     started = time.perf_counter()
     address = args.address or os.environ.get("RAY_ADDRESS") or "local"
     # The Train controller polls its workers every 2 s by default; a chain of short generations spends
@@ -270,9 +279,37 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     if address == "local":
         init_kwargs["num_cpus"] = os.cpu_count()
         init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
-    ray.init(address=address, **init_kwargs)
-    log_path = _quiet_ray_logs(run_dir)  # after ray.init, which installs its own handlers
+    log_path = run_dir / "logs" / "ray.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     store = RunStore(run_dir)
+    with open(log_path, "a") as log_file, _stderr_to(log_file):  # raylet warnings, Tune banners
+        ray.init(address=address, **init_kwargs)
+        _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
+        failures = _run_phases(plan, args, run_dir, store, log_path)
+    table = write_results(plan, store)
+    return _report(plan, table, failures, run_dir, started)
+
+
+@contextlib.contextmanager
+def _stderr_to(log_file):
+    """Point file descriptor 2 at the run's log while Ray runs, so its C++ and raylet output stays there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log_file.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store, log_path: Path) -> dict:
+    """Generation 0 first (teachers, baselines), then the distillation chains; chain_id -> error or None."""
+    import ray
+
+    from .progress import ChainProgress
+
     try:
         fits = check_resources(args)
         max_concurrent = args.max_concurrent or fits
@@ -294,7 +331,13 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
         failures.update(run_phase("chains", chain_configs, run_dir, max_concurrent, progress))
     finally:
         ray.shutdown()
-    table = write_results(plan, store)
+    return failures
+
+
+def _report(plan: SweepPlan, table, failures: dict, run_dir: Path, started: float) -> int:
+    """Print the paper-style table and the failures; the exit code."""
+    from .results import paper_table
+
     print(paper_table(plan, table))
     failed = {k: v for k, v in failures.items() if v}
     for chain_id, message in failed.items():

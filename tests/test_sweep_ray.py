@@ -136,3 +136,21 @@ def test_two_data_parallel_workers_train_disjoint_shards_and_agree(tmp_path):
     epoch1 = json.loads((models[0] / "rank0-epoch1.json").read_text())
     epoch2 = json.loads((models[0] / "rank0-epoch2.json").read_text())
     assert epoch1 != epoch2  # a new shuffle each epoch
+
+
+def test_a_non_finite_loss_fails_only_its_chain(tmp_path):
+    space = dict(SPACE, name="nan", rows=[{"row": "A", "teacher": "densenet-10-4", "chains": {
+        "ok": {"loss": "ban"},
+        "broken": {"loss": "ban+l", "loss_params": {"label_weight": float("nan")}}}}], columns={})
+    space["recipe"] = {"epochs": 1, "batch_size": 64}
+    path = tmp_path / "nan.yaml"
+    path.write_text(yaml.safe_dump(space))
+    result = run_sweep(path, tmp_path / "runs")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED A.broken.seed0" in result.stderr and "training loss is nan at epoch 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    rows = {r["chain"]: r for r in pq.read_table(tmp_path / "runs" / "nan" / "results.parquet").to_pylist()}
+    assert rows["broken"]["status"] == "failed" and "generation 1" in rows["broken"]["message"]
+    assert rows["ok"]["status"] == "ok"
+    # no retries were spent on a deterministic NaN: one epoch event, not max_failures + 1
+    assert result.stdout.count("[A.broken.seed0] gen 1/1") == 0
