@@ -65,7 +65,8 @@ def chain_worker(config: dict) -> None:
                              checkpoint_dir_name=f"checkpoint_{training.key}_e{epoch_report.epoch:04d}")
 
     failure = run_chain(trainings, teachers, recipe, data, store, device=ray.train.torch.get_device(),
-                        resume=resume, on_epoch=report, compile=config.get("compile", False))
+                        resume=resume, on_epoch=report, compile=config.get("compile", False),
+                        board=config.get("board"))
     if failure is not None:
         return  # the failure is in the store; the trial raises it without retrying a deterministic NaN
 

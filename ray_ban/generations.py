@@ -74,12 +74,15 @@ def run_chain(
     resume: Optional[Resume] = None,
     on_epoch: Callable[[Training, EpochReport, Callable[[], dict], list], None] = lambda *a: None,
     compile: bool = False,
+    board: Optional[dict] = None,
 ) -> Optional[str]:
     """Train every unfinished training in order; each distilled one learns from its predecessor.
 
     ``teachers`` maps a teacher key to its Training (for teachers trained elsewhere in the sweep).
     ``on_epoch(training, report, state_fn, history)`` runs on every rank after every epoch (the Ray
-    layer reports and checkpoints there). Returns None, or the failure message of a non-finite loss.
+    layer reports and checkpoints there). ``board`` ({"root": folder, "runs": key -> {"run", "hparams"}})
+    makes rank 0 write each generation's TensorBoard run. Returns None, or the failure message of a
+    non-finite loss.
     """
     rank, world_size = world()
     known = {**teachers, **{t.key: t for t in trainings}}
@@ -101,9 +104,12 @@ def run_chain(
         if resume is not None and resume.key == training.key:
             generation.load_state_dict(resume.engine_state)
             history = list(resume.history)
+        log = _board_log(board, training, generation.epoch) if rank == 0 else None
         try:
             for report in generation.run():
                 history.append(report.to_dict())
+                if log is not None:
+                    log.epoch(history[-1])
                 on_epoch(training, report, generation.state_dict, history)
                 _audit(f"{training.key}/rank{rank}-epoch{report.epoch}.json",
                        lambda: generation.train_loader.shard_indices().tolist())
@@ -112,16 +118,31 @@ def run_chain(
             message = f"{training.key} (generation {training.generation}): {error}"
             if rank == 0:
                 store.save_failure(training.key, message)
+            if log is not None:
+                log.finish(None, failed=True)
             return message
         if rank == 0:
+            summary = summarize(training, generation, history)
             store.save_model(training.key, generation.student.state_dict(), generation.test_logits,
-                             data.test_labels, history, summarize(training, generation, history))
+                             data.test_labels, history, summary)
+            if log is not None:
+                log.finish(summary)
         _audit(f"{training.key}/rank{rank}-weights.json",
                lambda: {k: float(v.double().sum()) for k, v in generation.student.state_dict().items()})
         if world_size > 1:
             dist.barrier()  # every rank sees the stored model before the next generation
         teacher_model = generation.student
     return None
+
+
+def _board_log(board: Optional[dict], training: Training, start_epoch: int):
+    """The TensorBoard writer of one generation, or None without a board config."""
+    if not board or training.key not in board["runs"]:
+        return None
+    from .tensorboard_runs import GenerationLog
+
+    run = board["runs"][training.key]
+    return GenerationLog(board["root"], run["run"], run["hparams"], start_epoch)
 
 
 def summarize(training: Training, generation: Generation, history: list[dict]) -> dict:

@@ -28,6 +28,7 @@ SCHEMA = pa.schema([
     ("wall_time_s", pa.float64()), ("model_key", pa.string()), ("teacher_key", pa.string()),
     ("members", pa.list_(pa.int32())), ("shared_by", pa.list_(pa.string())), ("status", pa.string()),
     ("message", pa.string()), ("config", pa.string()),
+    ("test_error_by_epoch", pa.list_(pa.float64())), ("train_loss_by_epoch", pa.list_(pa.float64())),
 ])
 
 
@@ -60,6 +61,9 @@ def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Trainin
         row.update({k: summary.get(k) for k in ("parameters", "epochs", "final_test_error", "best_test_error", "test_loss",
                                                  "agreement", "kl", "ece", "val_error", "best_val_error", "wall_time_s")})
         row["status"] = "ok"
+        history = store.history(training.key)
+        row["test_error_by_epoch"] = [h["test_error"] for h in history]
+        row["train_loss_by_epoch"] = [h["train_loss"] for h in history]
     else:
         failure = store.failure(training.key)
         row.update(status="failed" if failure else "pending", message=failure)
@@ -94,7 +98,7 @@ def _base_row(plan: SweepPlan, chain: Chain, role, generation, architecture, los
     row = {name: None for name in SCHEMA.names}
     row.update(sweep=plan.name, row=chain.row, role=role, generation=generation, architecture=architecture,
                loss=loss, loss_params=json.dumps(loss_params, sort_keys=True), seed=seed, dataset=plan.dataset,
-               preset=plan.preset, members=[], shared_by=[chain.row])
+               preset=plan.preset, members=[], shared_by=[chain.row], test_error_by_epoch=[], train_loss_by_epoch=[])
     return row
 
 

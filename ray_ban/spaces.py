@@ -111,6 +111,14 @@ class SweepPlan:
     def to_dict(self) -> dict:
         return {**asdict(self), "recipe": self.recipe.to_dict()}
 
+    @classmethod
+    def from_dict(cls, raw: dict) -> "SweepPlan":
+        """The inverse of ``to_dict`` (results.parquet stores the plan this way)."""
+        chains = tuple(
+            Chain(**{**c, "root": Training(**c["root"]), "generations": tuple(Training(**g) for g in c["generations"])})
+            for c in raw["chains"])
+        return cls(**{**raw, "recipe": Recipe.from_dict(raw["recipe"]), "seeds": tuple(raw["seeds"]), "chains": chains})
+
 
 def table_names() -> list[str]:
     """The sweeps shipped in search_spaces/, by name."""

@@ -188,7 +188,16 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "max_failures": args.max_failures,
         "metric": metric,
         "compile": args.compile,
+        "board": board_config(plan, trainings, run_dir),
     }
+
+
+def board_config(plan: SweepPlan, trainings: list[Training], run_dir: Path) -> dict:
+    """Where rank 0 writes each training's TensorBoard run, and the hyperparameters it shows."""
+    from .tensorboard_runs import board_root, plan_runs
+
+    runs = plan_runs(plan)
+    return {"root": str(board_root(run_dir).resolve()), "runs": {t.key: runs[t.key] for t in trainings}}
 
 
 def absolute_dataset(spec: str) -> str:
@@ -262,6 +271,7 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     from .generations import AUDIT_ENV, FAULT_ENV
     from .results import write_results
     from .store import RunStore
+    from .tensorboard_runs import board_root, write_ensemble_runs
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
@@ -287,7 +297,20 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
         _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
         failures = _run_phases(plan, args, run_dir, store, log_path)
     table = write_results(plan, store)
+    write_ensemble_runs(table.to_pylist(), board_root(run_dir))
+    _write_report(run_dir)
     return _report(plan, table, failures, run_dir, started)
+
+
+def _write_report(run_dir: Path) -> None:
+    """report.md and its figures; a plotting failure must not fail a sweep whose results are written."""
+    from .report import write_report
+
+    try:
+        write_report(run_dir)
+    except Exception as error:  # noqa: BLE001  (results.parquet is already safe; say so in one line)
+        print(f"ray-ban: warning: report not written ({type(error).__name__}: {error}); "
+              f"run python -m ray_ban.report {run_dir}", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,220 @@
+"""``python -m ray_ban.report <out>/<sweep>``: report.md and PNG figures of a sweep.
+
+Built from ``results.parquet`` alone (its rows, their per-epoch curves, and the plan stored in its
+schema metadata), so it works on any finished or partial sweep and on a copy fetched from a
+cluster. Figures: test error by generation for every row (teacher, students, baselines and
+ensembles, with the paper's numbers beside ours) and learning curves along each chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Optional
+
+import pyarrow.parquet as pq
+
+from .results import paper_table
+from .spaces import SweepPlan
+from .store import atomic_write_bytes, atomic_write_with
+
+ERROR_FIGURE = "error_by_generation.png"
+CURVES_FIGURE = "learning_curves.png"
+
+
+class ReportError(ValueError):
+    """The folder holds no readable sweep results."""
+
+
+def load(run_dir: Path) -> tuple[list[dict], SweepPlan]:
+    """The rows of results.parquet and the plan stored with them."""
+    path = run_dir / "results.parquet"
+    if not path.is_file():
+        raise ReportError(f"{path} not found: point at a sweep folder (<out>/<sweep>) that has written results")
+    try:
+        table = pq.read_table(path)
+        plan = SweepPlan.from_dict(json.loads(table.schema.metadata[b"plan"]))
+    except Exception as error:  # pyarrow, JSON or a plan from another version: one line, no traceback
+        raise ReportError(f"{path} is not a ray-ban results file ({type(error).__name__}); rerun the sweep with --resume") from None
+    return table.to_pylist(), plan
+
+
+def paper_points(plan: SweepPlan, row: str) -> list[tuple[str, int, float]]:
+    """(series, generation, paper value) for the cells of one row that the paper reports."""
+    points = []
+    for label, ref in (plan.columns or {"teacher": "teacher"}).items():
+        value = plan.paper.get(row, {}).get(label)
+        if value is None or ref.endswith("params"):
+            continue
+        chain_name, _, part = ref.partition("/")
+        if ref == "teacher":
+            points.append(("teacher", 0, float(value)))
+            continue
+        chain = next((c for c in plan.chains if c.row == row and c.name == chain_name), None)
+        if chain is None:
+            continue
+        generation = max(chain.ensembles[part]) if part in chain.ensembles else int(part) if part.isdigit() else None
+        if generation is not None:
+            points.append((ref, generation, float(value)))
+    return points
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.fmean(values)
+
+
+def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> None:
+    """One panel per row: test error against generation, ours (filled) and the paper's (hollow)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    rows = list(plan.paper) or sorted({r["row"] for r in records})
+    cols = min(3, len(rows))
+    fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(4.6 * cols, 3.6 * math.ceil(len(rows) / cols)),
+                             squeeze=False)
+    ok = [r for r in records if r["status"] == "ok" and r["final_test_error"] is not None]
+    for ax, row in zip(axes.flat, rows):
+        teacher = [r["final_test_error"] for r in ok if r["role"] == "teacher" and row in r["shared_by"]]
+        series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for r in ok:
+            if r["row"] == row and r["role"] == "student":
+                series[r["chain"]][r["generation"]].append(r["final_test_error"])
+        for name, by_gen in sorted(series.items()):
+            xs = ([0] if teacher else []) + sorted(by_gen)
+            ys = ([_mean(teacher)] if teacher else []) + [_mean(by_gen[g]) for g in sorted(by_gen)]
+            ax.plot(xs, ys, marker="o", label=name)
+        if teacher:
+            ax.plot([0], [_mean(teacher)], marker="*", markersize=14, color="black", linestyle="none", label="teacher")
+        for r in ok:
+            if r["row"] == row and r["role"] == "baseline":
+                ax.axhline(r["final_test_error"], linestyle="--", color="gray", linewidth=1)
+                ax.text(0, r["final_test_error"], f" baseline {r['architecture']}", fontsize=7, va="bottom", color="gray")
+        ensembles: dict[str, list[dict]] = defaultdict(list)
+        for r in ok:
+            if r["row"] == row and r["role"] == "ensemble":
+                ensembles[r["chain"]].append(r)
+        for name, rs in sorted(ensembles.items()):
+            ax.plot([rs[0]["generation"]], [_mean([r["final_test_error"] for r in rs])], marker="D", linestyle="none",
+                    label=name)
+        paper = paper_points(plan, row)
+        if paper:
+            ax.plot([g for _, g, _ in paper], [v for _, _, v in paper], marker="o", markersize=9, linestyle="none",
+                    markerfacecolor="none", markeredgecolor="red", label="paper")
+        ax.set_title(row, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("generation")
+        ax.set_ylabel("test error %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.suptitle(f"{plan.name} ({plan.preset}, {plan.dataset}): test error by generation; hollow red = paper")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
+    """One panel per row: test error per epoch along each chain (generation k starts at k x epochs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(plan.paper) or sorted({r["row"] for r in records})
+    cols = min(3, len(rows))
+    fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(4.6 * cols, 3.4 * math.ceil(len(rows) / cols)),
+                             squeeze=False)
+    for ax, row in zip(axes.flat, rows):
+        for r in records:
+            curve = r.get("test_error_by_epoch") or []
+            mine = r["row"] == row or (r["role"] == "teacher" and row in r["shared_by"])
+            if not curve or not mine or r["role"] == "ensemble":
+                continue
+            start = r["generation"] * len(curve)
+            label = "teacher" if r["role"] == "teacher" else f"{r['chain']} gen {r['generation']}"
+            ax.plot(range(start + 1, start + len(curve) + 1), curve, label=f"{label} s{r['seed']}",
+                    color="black" if r["role"] == "teacher" else None)
+        ax.set_title(row, fontsize=9)
+        ax.set_xlabel("epoch along the chain")
+        ax.set_ylabel("test error %")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    fig.suptitle(f"{plan.name}: learning curves")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def markdown(records: list[dict], plan: SweepPlan) -> str:
+    """report.md: the paper-style table, the figures, and every row of the results."""
+    import pyarrow as pa
+
+    from .results import SCHEMA
+
+    statuses = defaultdict(int)
+    for r in records:
+        statuses[r["status"]] += 1
+    lines = [f"# {plan.name}: {plan.preset} preset on {plan.dataset}", "",
+             f"{len(records)} result rows ({', '.join(f'{v} {k}' for k, v in sorted(statuses.items()))}); "
+             f"recipe: {plan.recipe.epochs} epochs, batch {plan.recipe.batch_size}, lr {plan.recipe.lr}, "
+             f"{plan.recipe.schedule} schedule.", "",
+             paper_table(plan, pa.Table.from_pylist(records, schema=SCHEMA)), "",
+             f"![test error by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
+             "## Every model and ensemble", "",
+             "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | status |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(records, key=lambda r: (r["row"], r["chain"] or "", r["generation"], r["seed"])):
+        cells = [r["row"], r["chain"] or "", r["role"], r["generation"], r["architecture"], r["loss"], r["seed"],
+                 _num(r["final_test_error"]), _num(r["best_test_error"]), _num(r["agreement"]),
+                 r["status"] + (f": {r['message']}" if r["message"] else "")]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write report.md and both figures into the sweep folder; returns report.md's path."""
+    run_dir = Path(run_dir)
+    records, plan = load(run_dir)
+    error_by_generation(records, plan, run_dir / ERROR_FIGURE)
+    learning_curves(records, plan, run_dir / CURVES_FIGURE)
+    path = run_dir / "report.md"
+    atomic_write_bytes(path, markdown(records, plan).encode())
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_ban.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="a sweep's folder, <out>/<sweep>")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.sweep_dir)
+    except ReportError as error:
+        print(f"ray-ban report: error: {error}", file=sys.stderr)
+        return 2
+    print(f"ray-ban report: {path} ({ERROR_FIGURE}, {CURVES_FIGURE} beside it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""TensorBoard runs of a sweep: one run per trained model and per ensemble, each an HParams session.
+
+Layout under ``<out>/<sweep>/tensorboard/``: ``<row>/<chain>/gen<k>`` for models (a shared teacher
+appears once, under the first row that uses it, as ``<row>/teacher-s<seed>/gen0``) and
+``<row>/<chain>/<ensemble>`` for ensembles, so TensorBoard's run list reads row / chain / generation.
+Each run holds per-epoch scalars and an HParams session (start info with the run's
+hyperparameters, end info with its status); the HParams dashboard builds its table from those
+sessions and takes the final value of every scalar tag as a metric. No Ray here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+# EpochReport field -> scalar tag
+SCALAR_TAGS = {
+    "train_loss": "train/loss",
+    "lr": "train/learning_rate",
+    "test_error": "test/error",
+    "test_loss": "test/loss",
+    "agreement": "test/agreement_with_teacher",
+    "kl": "test/kl_student_teacher",
+    "ece": "test/calibration_error",
+    "val_error": "val/error",
+    "val_loss": "val/loss",
+}
+FINAL_TAGS = ("final/test_error", "final/best_test_error", "final/parameters")
+HPARAM_TYPES = (bool, int, float, str)
+
+
+def board_root(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "tensorboard"
+
+
+def model_run_name(row: str, chain_name: str, generation: int) -> str:
+    return f"{row}/{chain_name}/gen{generation}"
+
+
+def plan_runs(plan, searched: Optional[dict] = None) -> dict[str, dict]:
+    """Model key -> {"run": run name, "hparams": flat dict} for every training of a SweepPlan.
+
+    ``searched`` maps a chain_id to the hyperparameters a search chose for it (shown in HParams).
+    """
+    runs: dict[str, dict] = {}
+    for chain in plan.chains:
+        for training in chain.trainings:
+            if training.key in runs:
+                continue
+            if training.role == "teacher":
+                name = model_run_name(chain.row, f"teacher-s{chain.seed}", 0)
+            else:
+                name = model_run_name(chain.row, chain.name, training.generation)
+            hp = {"row": chain.row, "chain": "" if training.role == "teacher" else chain.name, "role": training.role,
+                  "architecture": training.architecture, "loss": training.loss, "generation": training.generation,
+                  "seed": chain.seed, "init_seed": training.seed, "dataset": plan.dataset, "preset": plan.preset,
+                  "epochs": plan.recipe.epochs, "lr": plan.recipe.lr, "batch_size": plan.recipe.batch_size,
+                  "weight_decay": plan.recipe.weight_decay, "schedule": plan.recipe.schedule}
+            hp.update({f"loss.{k}": v for k, v in training.loss_params.items()})
+            hp.update({f"model.{k}": v for k, v in training.model_kwargs.items()})
+            hp.update((searched or {}).get(chain.chain_id, {}))
+            runs[training.key] = {"run": name, "hparams": clean_hparams(hp)}
+    return runs
+
+
+def clean_hparams(values: dict) -> dict:
+    """HParams accepts bool, int, float and str: anything else becomes its JSON text."""
+    return {k: v if isinstance(v, HPARAM_TYPES) else json.dumps(v, sort_keys=True, default=str)
+            for k, v in values.items() if v is not None}
+
+
+class GenerationLog:
+    """Writes one model's TensorBoard run as it trains (on rank 0 only).
+
+    ``start_epoch`` > 0 after a resume: TensorBoard then drops the events a crashed attempt wrote
+    for later epochs (``purge_step``), so a restarted generation shows one curve, not two.
+    """
+
+    def __init__(self, root: str | Path, run: str, hparams: dict, start_epoch: int = 0):
+        self.writer = SummaryWriter(log_dir=str(Path(root) / run), purge_step=start_epoch + 1, flush_secs=10)
+        self.hparams = hparams
+        _, start, _ = hparams_summaries(hparams, {})
+        self.writer.file_writer.add_summary(start)
+
+    def epoch(self, report: dict) -> None:
+        step = report["epoch"]
+        for field, tag in SCALAR_TAGS.items():
+            value = report.get(field)
+            if value is not None and value == value:  # skip None and NaN (undefined for this model)
+                self.writer.add_scalar(tag, value, step)
+        self.writer.flush()
+
+    def finish(self, summary: Optional[dict], failed: bool = False) -> None:
+        """Final metrics for the HParams table, then the session's end status."""
+        if summary is not None:
+            step = int(summary.get("epochs") or 0)
+            for tag, value in zip(FINAL_TAGS, (summary["final_test_error"], summary["best_test_error"], summary["parameters"])):
+                self.writer.add_scalar(tag, value, step)
+        _write_session_end(self.writer, failed)
+        self.writer.close()
+
+
+def _write_session_end(writer: SummaryWriter, failed: bool) -> None:
+    """The HParams session-end record: success, or failure (a non-finite loss)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo
+
+    info = SessionEndInfo(status=api_pb2.Status.Value("STATUS_FAILURE" if failed else "STATUS_SUCCESS"))
+    content = HParamsPluginData(session_end_info=info, version=metadata.PLUGIN_DATA_VERSION)
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=content.SerializeToString())
+    writer.file_writer.add_summary(Summary(value=[
+        Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))]))
+
+
+def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
+    """One run per finished ensemble of results.parquet's rows, rewritten whole each time; returns how many."""
+    written = 0
+    for r in records:
+        if r["role"] != "ensemble" or r["status"] != "ok":
+            continue
+        run = f"{r['row']}/{r['chain']}"  # chain is "<chain>/<ensemble name>"
+        shutil.rmtree(Path(root) / run, ignore_errors=True)
+        hp = clean_hparams({"row": r["row"], "chain": r["chain"], "role": "ensemble", "architecture": r["architecture"],
+                            "loss": r["loss"], "generation": r["generation"], "seed": r["seed"], "dataset": r["dataset"],
+                            "preset": r["preset"], "members": ",".join(str(m) for m in r["members"])})
+        log = GenerationLog(root, run, hp)
+        log.writer.add_scalar("test/error", r["final_test_error"], r["generation"])
+        log.finish({"final_test_error": r["final_test_error"], "best_test_error": r["best_test_error"],
+                    "parameters": r["parameters"], "epochs": r["generation"]})
+        written += 1
+    return written

@@ -1,0 +1,44 @@
+"""The sweep report: rendered from results.parquet alone into report.md and valid PNG figures."""
+
+import shutil
+import subprocess
+import sys
+
+from PIL import Image
+
+from ray_ban.report import CURVES_FIGURE, ERROR_FIGURE, paper_points, load
+from sweep_helpers import ROOT
+
+
+def test_the_sweep_wrote_its_report_and_the_cli_renders_it_from_parquet_alone(finished_sweep, tmp_path):
+    folder, *_ = finished_sweep
+    sweep_dir = folder / "runs" / "shared"
+    for name in ("report.md", ERROR_FIGURE, CURVES_FIGURE):
+        assert (sweep_dir / name).is_file(), name  # written at the end of the sweep
+    only_parquet = tmp_path / "copy"
+    only_parquet.mkdir()
+    shutil.copy(sweep_dir / "results.parquet", only_parquet)
+    result = subprocess.run([sys.executable, "-m", "ray_ban.report", str(only_parquet)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name in (ERROR_FIGURE, CURVES_FIGURE):
+        with Image.open(only_parquet / name) as image:
+            image.verify()  # a whole, valid PNG
+            assert image.format == "PNG" and image.size[0] > 300 and image.size[1] > 200
+    text = (only_parquet / "report.md").read_text()
+    assert f"]({ERROR_FIGURE})" in text and "| A |" in text and "(9.0)" in text
+    records, _ = load(only_parquet)
+    assert text.count("| ok |") == sum(r["status"] == "ok" for r in records)
+
+
+def test_paper_numbers_are_placed_at_their_generation(finished_sweep):
+    folder, *_ = finished_sweep
+    _, plan = load(folder / "runs" / "shared")
+    assert sorted(paper_points(plan, "A")) == [("ban/1", 1, 9.0), ("teacher", 0, 10.0)]
+    assert sorted(paper_points(plan, "B")) == [("base/0", 0, 11.5), ("teacher", 0, 10.0)]
+
+
+def test_report_on_a_folder_without_results_is_one_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ray_ban.report", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "results.parquet" in result.stderr and "Traceback" not in result.stderr
