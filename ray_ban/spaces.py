@@ -160,7 +160,14 @@ def load(table_or_file: str, preset: str = "paper", overrides: Optional[dict] = 
     """Load, apply ``preset`` then command-line ``overrides`` (dataset, seeds, generations), validate, expand."""
     path = resolve(table_or_file)
     raw = read_yaml(path)
-    return expand(raw, str(path), preset, overrides or {})
+    try:
+        return expand(raw, str(path), preset, overrides or {})
+    except SpaceError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        # a shape the checks above did not foresee: still one line that names the file, never a traceback
+        raise SpaceError(f"{path}: not a valid search space ({type(error).__name__}: {error}); compare it with "
+                         "search_spaces/table1.yaml and the schema in the README") from None
 
 
 def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[dict] = None) -> SweepPlan:
@@ -252,7 +259,9 @@ def _resources(where, spec: Any, at: str) -> dict:
 
 def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap) -> list[Chain]:
     """Expand one row for one seed: its shared teacher, its chains and baselines."""
-    teacher_arch = architectures.get(row.get("teacher"), row.get("teacher"))
+    teacher_arch = row.get("teacher")
+    if teacher_arch is not None:
+        teacher_arch = architectures.get(where.string(teacher_arch, f"{at}.teacher"), teacher_arch)
     row_kwargs = where.mapping(row.get("model_kwargs", {}), f"{at}.model_kwargs")
     chain_specs = where.mapping(row.get("chains"), f"{at}.chains")
     if not chain_specs:
@@ -264,7 +273,7 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         spec = where.mapping(spec, cat)
         where.keys(spec, CHAIN_KEYS, cat)
         baseline = spec.get("baseline", False)
-        student = spec.get("student", row.get("teacher"))
+        student = where.string(spec.get("student", row.get("teacher")), f"{cat}.student")
         student = where.string(architectures.get(student, student), f"{cat}.student")
         kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **where.mapping(spec.get("model_kwargs", {}), f"{cat}.model_kwargs")}
         loss = spec.get("loss", "label" if baseline else "ban")

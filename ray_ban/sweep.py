@@ -31,8 +31,22 @@ class UsageError(ValueError):
     """Bad input found before anything is trained; reported as one line with exit code 2."""
 
 
+def one_line(error: object) -> str:
+    """A message as one terminal line: control characters and line breaks inside it (from a user's YAML
+    keys, say) are shown escaped, as Python would write them."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in str(error))
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (naming --help) and exit code 2, like all bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"ray-ban: error: {one_line(message)}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ray_ban.sweep", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m ray_ban.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("table", nargs="?", help="a table name (see --list) or a path to a search-space YAML file")
     parser.add_argument("--list", action="store_true", help="list the shipped tables and exit")
     parser.add_argument("--preset", default="paper", help="named preset of the space (paper, smoke, ...)")
@@ -112,6 +126,11 @@ def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
                 raise UsageError(f"{plan.source}: row {chain.row}, chain {chain.name}: {error}") from None
     if plan.recipe.batch_size % args.workers:
         raise UsageError(f"batch_size {plan.recipe.batch_size} is not divisible by --workers {args.workers}; choose a divisor")
+    local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if local and args.gpus_per_worker > 0 and torch.cuda.device_count() == 0:
+        # caught before anything is written; a remote cluster is checked once Ray has joined it
+        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} asks for GPUs but this machine has none (local Ray "
+                         "cluster): drop --gpus-per-worker or pass --address of a cluster with GPU nodes")
 
 
 def describe_plan(plan: SweepPlan) -> str:
@@ -138,13 +157,17 @@ def prepare_run_dir(run_dir: Path, plan: SweepPlan, resume: bool, overwrite: boo
     identity = {"name": plan.name, "source": str(Path(plan.source).resolve()), "preset": plan.preset,
                 "dataset": plan.dataset}
     if manifest.is_file() and not overwrite:
-        existing = json.loads(manifest.read_text()).get("identity", {})
-        if not resume:
+        try:
+            existing = json.loads(manifest.read_text()).get("identity", {})
+        except (OSError, ValueError, AttributeError):
+            existing = {"name": "unreadable sweep.json"}
+        if existing != identity:  # another sweep's results: never mixed in, never replaced silently
+            if resume:
+                raise UsageError(f"{run_dir} holds sweep {existing} but this is {identity}: --resume only continues the "
+                                 "same sweep; use --overwrite or another --out")
             raise UsageError(f"{run_dir} already holds a sweep ({existing.get('name')}, preset {existing.get('preset')}): "
-                             "pass --resume to continue it or --overwrite to replace it, or choose another --out")
-        if existing != identity:
-            raise UsageError(f"{run_dir} holds sweep {existing} but this is {identity}: --resume only continues the same sweep; "
-                             "use --overwrite or another --out")
+                             "pass --overwrite to replace it, or choose another --out")
+        # the same sweep again (after a crash, or to finish it): continue it, as --resume would
     elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise UsageError(f"{run_dir} exists and is not a ray-ban run folder: choose another --out or pass --overwrite")
     if overwrite and run_dir.exists():
@@ -387,12 +410,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         run_dir = Path(args.out) / plan.name
         prepare_run_dir(run_dir, plan, args.resume, args.overwrite)
     except (SpaceError, DataError, UsageError) as error:
-        print(f"ray-ban: error: {error}", file=sys.stderr)
+        print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         return run_sweep(plan, args, run_dir)
     except UsageError as error:
-        print(f"ray-ban: error: {error}", file=sys.stderr)
+        print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -119,7 +119,7 @@ def test_existing_results_are_never_overwritten_without_consent(tmp_path):
     (run / "sweep.json").write_text('{"identity": {"name": "other", "preset": "paper"}}')
     (run / "results.parquet").write_bytes(b"precious")
     code, _, err = sweep(space, "--out", tmp_path / "runs")
-    assert code == 2 and "pass --resume" in err
+    assert code == 2 and "already holds a sweep (other" in err and "--overwrite" in err
     code, _, err = sweep(space, "--out", tmp_path / "runs", "--resume")
     assert code == 2 and "only continues the same sweep" in err
     assert (run / "results.parquet").read_bytes() == b"precious"
