@@ -8,6 +8,8 @@ TorchTrainer re-created with the same (storage, name) after a driver crash finds
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from .generations import Resume, prepare_data, run_chain
+from .generations import AUDIT_ENV, Resume, prepare_data, run_chain
 from .recipe import Recipe
 from .spaces import Training
 from .store import RunStore
@@ -44,6 +46,7 @@ def chain_worker(config: dict) -> None:
     recipe = Recipe.from_dict(config["recipe"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    _audit_placement(config["chain_id"], rank)
     data = prepare_data(config["data"], config.get("data_root"), config.get("download", False))
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -69,6 +72,15 @@ def chain_worker(config: dict) -> None:
                         board=config.get("board"))
     if failure is not None:
         return  # the failure is in the store; the trial raises it without retrying a deterministic NaN
+
+
+def _audit_placement(chain_id: str, rank: int) -> None:
+    """Test hook (RAY_BAN_AUDIT_DIR): record the Ray node each rank of a chain was placed on."""
+    folder = os.environ.get(AUDIT_ENV)
+    if folder:
+        path = Path(folder) / "placement" / f"{chain_id}-rank{rank}-{os.getpid()}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"chain": chain_id, "rank": rank, "node_id": ray.get_runtime_context().get_node_id()}))
 
 
 def chain_trial(trial_config: dict) -> dict:

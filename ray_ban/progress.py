@@ -17,8 +17,13 @@ class ChainProgress(Callback):
         self.plan, self.stream = plan, stream
         self.epochs = plan.recipe.epochs
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment state; an open terminal stream is not data
+        return {**self.__dict__, "stream": None}
+
     def _say(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        if self.stream is not None:
+            print(text, file=self.stream, flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result or result.get("done"):

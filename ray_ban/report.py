@@ -68,20 +68,29 @@ def _mean(values: list[float]) -> float:
     return statistics.fmean(values)
 
 
-def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> None:
-    """One panel per row: test error against generation, ours (filled) and the paper's (hollow)."""
+def _panels(records: list[dict], plan: SweepPlan, height: float):
+    """A figure with one panel per table row (three across), the rows' names, and the panels."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     rows = list(plan.paper) or sorted({r["row"] for r in records})
     cols = min(3, len(rows))
-    fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(4.6 * cols, 3.6 * math.ceil(len(rows) / cols)),
-                             squeeze=False)
+    lines = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(max(4.6 * cols, 7.0), height * lines + 0.4), squeeze=False)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    return fig, rows, list(axes.flat)[: len(rows)]
+
+
+def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> None:
+    """One panel per row: test error against generation, ours (filled) and the paper's (hollow)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, rows, axes = _panels(records, plan, 3.6)
     ok = [r for r in records if r["status"] == "ok" and r["final_test_error"] is not None]
-    for ax, row in zip(axes.flat, rows):
+    for ax, row in zip(axes, rows):
         teacher = [r["final_test_error"] for r in ok if r["role"] == "teacher" and row in r["shared_by"]]
         series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in ok:
@@ -114,25 +123,16 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
         ax.set_ylabel("test error %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(rows):]:
-        ax.axis("off")
-    fig.suptitle(f"{plan.name} ({plan.preset}, {plan.dataset}): test error by generation; hollow red = paper")
+    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\ntest error by generation; hollow red = paper",
+                 fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
 
 def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
     """One panel per row: test error per epoch along each chain (generation k starts at k x epochs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(plan.paper) or sorted({r["row"] for r in records})
-    cols = min(3, len(rows))
-    fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(4.6 * cols, 3.4 * math.ceil(len(rows) / cols)),
-                             squeeze=False)
-    for ax, row in zip(axes.flat, rows):
+    fig, rows, axes = _panels(records, plan, 3.4)
+    for ax, row in zip(axes, rows):
         for r in records:
             curve = r.get("test_error_by_epoch") or []
             mine = r["row"] == row or (r["role"] == "teacher" and row in r["shared_by"])
@@ -148,9 +148,7 @@ def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(rows):]:
-        ax.axis("off")
-    fig.suptitle(f"{plan.name}: learning curves")
+    fig.suptitle(f"{plan.name}: learning curves", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

@@ -310,15 +310,18 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False,
                    "runtime_env": {"env_vars": env_vars}}
     if address == "local":
+        # One machine cannot be pre-empted piecemeal: skip Train's per-chain PreemptionWatcher actor
+        # (one process fewer to start for every chain; clusters keep it for spot nodes).
+        env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         init_kwargs["num_cpus"] = os.cpu_count()
         init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
     log_path = run_dir / "logs" / "ray.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     store = RunStore(run_dir)
-    with open(log_path, "a") as log_file, _stderr_to(log_file):  # raylet warnings, Tune banners
+    with open(log_path, "a") as log_file, _ray_output_to(log_file) as terminal:
         ray.init(address=address, **init_kwargs)
         _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
-        failures = _run_phases(plan, args, run_dir, store, log_path)
+        failures = _run_phases(plan, args, run_dir, store, log_path, terminal)
     table = write_results(plan, store)
     write_ensemble_runs(table.to_pylist(), board_root(run_dir))
     _write_report(run_dir)
@@ -337,20 +340,27 @@ def _write_report(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_to(log_file):
-    """Point file descriptor 2 at the run's log while Ray runs, so its C++ and raylet output stays there."""
+def _ray_output_to(log_file):
+    """Point file descriptors 1 and 2 at the run's log while Ray runs (its C++ output, raylet warnings
+    and Tune banners go there); yields a stream to the real terminal for ray-ban's own progress lines."""
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(log_file.fileno(), 2)
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    for fd in (1, 2):
+        os.dup2(log_file.fileno(), fd)
     try:
-        yield
+        yield terminal
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        terminal.close()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
-def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store, log_path: Path) -> dict:
+def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store, log_path: Path, terminal) -> dict:
     """Generation 0 first (teachers, baselines), then the distillation chains; chain_id -> error or None."""
     import ray
 
@@ -360,8 +370,9 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
         fits = check_resources(args)
         max_concurrent = args.max_concurrent or fits
         metric = "val_error" if plan.validation_size else "test_error"
-        progress = ChainProgress(plan, sys.stdout)
-        print(f"ray-ban: {plan.name}: {len(plan.chains)} chains, up to {max_concurrent} at once; Ray logs in {log_path}", flush=True)
+        progress = ChainProgress(plan, terminal)
+        print(f"ray-ban: {plan.name}: {len(plan.chains)} chains, up to {max_concurrent} at once; Ray logs in {log_path}",
+              file=terminal, flush=True)
         roots = plan.roots()
         root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric) for t in roots if not store.is_done(t.key)]
         failures = run_phase("generation0", root_configs, run_dir, max_concurrent, progress)
