@@ -4,6 +4,9 @@ Ray's own folders, and the results read back."""
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,14 +24,16 @@ SPACE = {
 
 
 @pytest.fixture
-def two_nodes(tmp_path):
-    temp = tmp_path / "ray-temp"  # Ray's own folders, apart from the results' storage
+def two_nodes():
+    # Ray's own folders, apart from the results' storage; short, as Ray's socket paths must stay under 108 bytes
+    temp = Path(tempfile.mkdtemp(prefix="rb-", dir="/tmp"))
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "resources": {"chain_driver": 100}, "temp_dir": str(temp), "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     yield cluster, {cluster.head_node.node_id, worker.node_id}, temp
     cluster.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_a_chains_two_workers_run_on_two_nodes(two_nodes, tmp_path):
