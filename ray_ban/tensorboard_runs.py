@@ -1,8 +1,9 @@
 """TensorBoard runs of a sweep: one run per trained model and per ensemble, each an HParams session.
 
-Layout under ``<out>/<sweep>/tensorboard/``: ``<row>/<chain>/gen<k>`` for models (a shared teacher
-appears once, under the first row that uses it, as ``<row>/teacher-s<seed>/gen0``) and
-``<row>/<chain>/<ensemble>`` for ensembles, so TensorBoard's run list reads row / chain / generation.
+Layout under ``<out>/<sweep>/tensorboard/``: ``<row>/<chain>-s<seed>/gen<k>`` for models (a shared
+teacher appears once, under the first row that uses it, as ``<row>/teacher-s<seed>/gen0``) and
+``<row>/<chain>-s<seed>/<ensemble>`` for ensembles, so TensorBoard's run list reads row / chain /
+generation, and the seeds of one chain stay apart.
 Each run holds per-epoch scalars and an HParams session (start info with the run's
 hyperparameters, end info with its status); the HParams dashboard builds its table from those
 sessions and takes the final value of every scalar tag as a metric. No Ray here.
@@ -55,7 +56,7 @@ def plan_runs(plan, searched: Optional[dict] = None) -> dict[str, dict]:
             if training.role == "teacher":
                 name = model_run_name(chain.row, f"teacher-s{chain.seed}", 0)
             else:
-                name = model_run_name(chain.row, chain.name, training.generation)
+                name = model_run_name(chain.row, f"{chain.name}-s{chain.seed}", training.generation)
             hp = {"row": chain.row, "chain": "" if training.role == "teacher" else chain.name, "role": training.role,
                   "architecture": training.architecture, "loss": training.loss, "generation": training.generation,
                   "seed": chain.seed, "init_seed": training.seed, "dataset": plan.dataset, "preset": plan.preset,
@@ -124,7 +125,8 @@ def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
     for r in records:
         if r["role"] != "ensemble" or r["status"] != "ok":
             continue
-        run = f"{r['row']}/{r['chain']}"  # chain is "<chain>/<ensemble name>"
+        chain_name, _, ensemble = r["chain"].partition("/")  # "<chain>/<ensemble name>"
+        run = f"{r['row']}/{chain_name}-s{r['seed']}/{ensemble}"
         shutil.rmtree(Path(root) / run, ignore_errors=True)
         hp = clean_hparams({"row": r["row"], "chain": r["chain"], "role": "ensemble", "architecture": r["architecture"],
                             "loss": r["loss"], "generation": r["generation"], "seed": r["seed"], "dataset": r["dataset"],

@@ -55,8 +55,8 @@ def _get(url: str, body: dict | None = None):
 def test_tensorboard_serves_every_run_scalar_and_hparams_session(finished_sweep):
     folder, *_ = finished_sweep
     sweep_dir = folder / "runs" / "shared"
-    expected_runs = {"A/teacher-s0/gen0", "A/ban/gen1", "A/ban/gen2", "A/banl/gen1", "B/ban/gen1", "B/base/gen0",
-                     "A/ban/ens2"}
+    expected_runs = {"A/teacher-s0/gen0", "A/ban-s0/gen1", "A/ban-s0/gen2", "A/banl-s0/gen1", "B/ban-s0/gen1",
+                     "B/base-s0/gen0", "A/ban-s0/ens2"}
     board = subprocess.Popen([sys.executable, "-m", "ray_ban.board", str(sweep_dir)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -70,11 +70,11 @@ def test_tensorboard_serves_every_run_scalar_and_hparams_session(finished_sweep)
                 break
             time.sleep(1)
         assert expected_runs <= set(_get(f"{url}/data/runs")), _get(f"{url}/data/runs")
-        for run in expected_runs - {"A/ban/ens2"}:
+        for run in expected_runs - {"A/ban-s0/ens2"}:
             assert EPOCH_TAGS <= set(tags[run]), (run, tags[run])
-        for run in ("A/ban/gen1", "A/ban/gen2", "A/banl/gen1", "B/ban/gen1"):  # students: teacher metrics too
+        for run in ("A/ban-s0/gen1", "A/ban-s0/gen2", "A/banl-s0/gen1", "B/ban-s0/gen1"):  # students: teacher metrics too
             assert TEACHER_TAGS <= set(tags[run]), (run, tags[run])
-        assert {"test/error", "final/test_error"} <= set(tags["A/ban/ens2"])
+        assert {"test/error", "final/test_error"} <= set(tags["A/ban-s0/ens2"])
         assert set(SCALAR_TAGS.values()) - {"val/error", "val/loss"} <= set().union(*tags.values())
 
         experiment = _get(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
@@ -87,7 +87,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparams_session(finished_sweep)
             "colParams": [], "startIndex": 0, "sliceSize": 100})
         sessions = {s["name"]: s for g in groups["sessionGroups"] for s in g["sessions"]}
         assert expected_runs <= set(sessions), sorted(sessions)
-        gen2 = sessions["A/ban/gen2"]
+        gen2 = sessions["A/ban-s0/gen2"]
         assert gen2["status"] == "STATUS_SUCCESS"
         final = {m["name"]["tag"]: m["value"] for m in gen2["metricValues"]}
         results = {r["model_key"]: r for r in __import__("pyarrow.parquet").parquet.read_table(sweep_dir / "results.parquet").to_pylist()}

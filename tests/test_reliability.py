@@ -50,7 +50,7 @@ def test_a_killed_worker_is_restarted_and_resumes_from_its_last_epoch(tmp_path):
     gen1 = model_dirs(run)[1]
     history = json.loads((gen1 / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 came from the checkpoint, not trained twice
-    board = EventAccumulator(str(run / "tensorboard" / "A" / "ban" / "gen1"))
+    board = EventAccumulator(str(run / "tensorboard" / "A" / "ban-s0" / "gen1"))
     board.Reload()
     assert [e.step for e in board.Scalars("test/error")] == [1, 2]
 
