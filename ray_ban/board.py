@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -42,8 +43,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     url = board.launch()
     print(f"TensorBoard for {logdir} at {url} (Ctrl-C stops it)", flush=True)
     try:
-        import time
-
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ TorchTrainer re-created with the same (storage, name) after a driver crash finds
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from .generations import AUDIT_ENV, Resume, prepare_data, run_chain
+from .generations import Resume, audit, prepare_data, run_chain
 from .recipe import Recipe
 from .spaces import Training
 from .store import RunStore
@@ -46,7 +45,8 @@ def chain_worker(config: dict) -> None:
     recipe = Recipe.from_dict(config["recipe"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    _audit_placement(config["chain_id"], rank)
+    audit(f"placement/{config['chain_id']}-rank{rank}-{os.getpid()}.json",  # test hook: where Ray put this rank
+          lambda: {"chain": config["chain_id"], "rank": rank, "node_id": ray.get_runtime_context().get_node_id()})
     data = prepare_data(config["data"], config.get("data_root"), config.get("download", False))
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -72,15 +72,6 @@ def chain_worker(config: dict) -> None:
                         board=config.get("board"))
     if failure is not None:
         return  # the failure is in the store; the trial raises it without retrying a deterministic NaN
-
-
-def _audit_placement(chain_id: str, rank: int) -> None:
-    """Test hook (RAY_BAN_AUDIT_DIR): record the Ray node each rank of a chain was placed on."""
-    folder = os.environ.get(AUDIT_ENV)
-    if folder:
-        path = Path(folder) / "placement" / f"{chain_id}-rank{rank}-{os.getpid()}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"chain": chain_id, "rank": rank, "node_id": ray.get_runtime_context().get_node_id()}))
 
 
 def chain_trial(trial_config: dict) -> dict:

@@ -111,7 +111,7 @@ def run_chain(
                 if log is not None:
                     log.epoch(history[-1])
                 on_epoch(training, report, generation.state_dict, history)
-                _audit(f"{training.key}/rank{rank}-epoch{report.epoch}.json",
+                audit(f"{training.key}/rank{rank}-epoch{report.epoch}.json",
                        lambda: generation.train_loader.shard_indices().tolist())
                 _maybe_inject_fault(store, training, report.epoch, rank)
         except NonFiniteLoss as error:
@@ -127,7 +127,7 @@ def run_chain(
                              data.test_labels, history, summary)
             if log is not None:
                 log.finish(summary)
-        _audit(f"{training.key}/rank{rank}-weights.json",
+        audit(f"{training.key}/rank{rank}-weights.json",
                lambda: {k: float(v.double().sum()) for k, v in generation.student.state_dict().items()})
         if world_size > 1:
             dist.barrier()  # every rank sees the stored model before the next generation
@@ -182,8 +182,9 @@ def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: i
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _audit(name: str, value_fn: Callable[[], object]) -> None:
-    """Test hook: with RAY_BAN_AUDIT_DIR set, write what each rank trained on, for DDP checks."""
+def audit(name: str, value_fn: Callable[[], object]) -> None:
+    """Test hook: with RAY_BAN_AUDIT_DIR set, write ``value_fn()`` as JSON to that folder's ``name``
+    (what each rank trained on, its weights, where Ray placed it); without it, nothing is computed."""
     folder = os.environ.get(AUDIT_ENV)
     if folder:
         path = Path(folder) / name

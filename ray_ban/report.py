@@ -17,9 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
-import pyarrow.parquet as pq
-
-from .results import paper_table
+from .results import paper_table, read_results
 from .spaces import SweepPlan
 from .store import atomic_write_bytes, atomic_write_with
 
@@ -37,7 +35,7 @@ def load(run_dir: Path) -> tuple[list[dict], SweepPlan]:
     if not path.is_file():
         raise ReportError(f"{path} not found: point at a sweep folder (<out>/<sweep>) that has written results")
     try:
-        table = pq.read_table(path)
+        table = read_results(run_dir)
         plan = SweepPlan.from_dict(json.loads(table.schema.metadata[b"plan"]))
     except Exception as error:  # pyarrow, JSON or a plan from another version: one line, no traceback
         raise ReportError(f"{path} is not a ray-ban results file ({type(error).__name__}); rerun the sweep with --resume") from None

@@ -195,8 +195,12 @@ def _quiet_ray_logs(log_path: Path) -> None:
 
 
 def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teachers: list[Training],
-                 run_dir: Path, args: argparse.Namespace, metric: str) -> dict:
-    """The plain-data config of one trial (one chain); everything a worker needs, no objects."""
+                 run_dir: Path, args: argparse.Namespace, metric: str, board_runs: dict) -> dict:
+    """The plain-data config of one trial (one chain); everything a worker needs, no objects.
+
+    ``board_runs`` is ``tensorboard_runs.plan_runs(plan)``, computed once per sweep."""
+    from .tensorboard_runs import board_root
+
     return {
         "chain_id": chain_id,
         "trainings": [t.__dict__ for t in trainings],
@@ -211,16 +215,8 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "max_failures": args.max_failures,
         "metric": metric,
         "compile": args.compile,
-        "board": board_config(plan, trainings, run_dir),
+        "board": {"root": str(board_root(run_dir).resolve()), "runs": {t.key: board_runs[t.key] for t in trainings}},
     }
-
-
-def board_config(plan: SweepPlan, trainings: list[Training], run_dir: Path) -> dict:
-    """Where rank 0 writes each training's TensorBoard run, and the hyperparameters it shows."""
-    from .tensorboard_runs import board_root, plan_runs
-
-    runs = plan_runs(plan)
-    return {"root": str(board_root(run_dir).resolve()), "runs": {t.key: runs[t.key] for t in trainings}}
 
 
 def absolute_dataset(spec: str) -> str:
@@ -276,11 +272,11 @@ def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int
     outcome = {}
     for result in tuner.fit():
         chain_id = result.config["chain"]["chain_id"]
-        outcome[chain_id] = None if result.error is None else _one_line(result.error)
+        outcome[chain_id] = None if result.error is None else _trial_error_line(result.error)
     return outcome
 
 
-def _one_line(error: BaseException) -> str:
+def _trial_error_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     failed = [line for line in text if "ChainFailed" in line or line.startswith("chain ")]
     return (failed[-1] if failed else text[-1] if text else repr(error)).split("ChainFailed: ")[-1]
@@ -365,6 +361,7 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
     import ray
 
     from .progress import ChainProgress
+    from .tensorboard_runs import plan_runs
 
     try:
         fits = check_resources(args)
@@ -374,7 +371,9 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
         print(f"ray-ban: {plan.name}: {len(plan.chains)} chains, up to {max_concurrent} at once; Ray logs in {log_path}",
               file=terminal, flush=True)
         roots = plan.roots()
-        root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric) for t in roots if not store.is_done(t.key)]
+        board_runs = plan_runs(plan)  # TensorBoard run names and hyperparameters of every training
+        root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric, board_runs)
+                        for t in roots if not store.is_done(t.key)]
         failures = run_phase("generation0", root_configs, run_dir, max_concurrent, progress)
         chain_configs, skipped = [], {}
         for chain in plan.distilled_chains():
@@ -383,7 +382,8 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
                 continue
             if all(store.is_done(t.key) for t in chain.generations):
                 continue
-            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], run_dir, args, metric))
+            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], run_dir, args,
+                                              metric, board_runs))
         failures.update(skipped)
         failures.update(run_phase("chains", chain_configs, run_dir, max_concurrent, progress))
     finally:

@@ -84,7 +84,6 @@ class GenerationLog:
 
     def __init__(self, root: str | Path, run: str, hparams: dict, start_epoch: int = 0):
         self.writer = SummaryWriter(log_dir=str(Path(root) / run), purge_step=start_epoch + 1, flush_secs=10)
-        self.hparams = hparams
         _, start, _ = hparams_summaries(hparams, {})
         self.writer.file_writer.add_summary(start)
 
