@@ -112,17 +112,31 @@ def chain_trial(trial_config: dict) -> dict:
 
 def final_metrics(summary: dict, training: Training, metric: str) -> dict[str, Any]:
     """The dict a finished trial returns to Tune; it must carry the Tune metric."""
-    values = {"done": True, "generation": training.generation, "model_key": training.key,
+    values = {"done": True, "chain_complete": True, "generation": training.generation, "model_key": training.key,
               "test_error": summary["final_test_error"], "val_error": summary.get("val_error")}
     values = {k: (float("nan") if v is None else v) for k, v in values.items()}
     values.setdefault(metric, float("nan"))
     return values
 
 
+def search_trial(hparams: dict, plan, chain, base: dict) -> dict:
+    """The Tune trainable of one search trial: the template chain rebuilt with the sampled values,
+    then trained exactly like a sweep's chain (one TorchTrainer, per-epoch reports for the scheduler)."""
+    from .search import apply_hparams
+    from .tensorboard_runs import search_runs
+
+    trial = tune.get_context().get_trial_name()
+    searched, recipe = apply_hparams(plan, chain, hparams)
+    config = {**base, "chain_id": f"{chain.chain_id}.{trial}", "trainings": [t.__dict__ for t in searched.generations],
+              "recipe": recipe.to_dict(),
+              "board": {**base["board"], "runs": search_runs(plan, searched, recipe, trial, hparams)}}
+    return chain_trial({"chain": config})
+
+
 DRIVER_RESOURCE = "chain_driver"  # a custom resource for chain drivers: they need no CPU of their own
 
 
-def trainable(cluster_resources: dict):
+def trainable(cluster_resources: dict, function=chain_trial):
     """``chain_trial`` with a request that never takes CPU from its own Train workers.
 
     A trial only waits on its TorchTrainer; holding a whole CPU (Tune's default) starves the workers
@@ -131,5 +145,5 @@ def trainable(cluster_resources: dict):
     those; elsewhere it takes 0.01 CPU.
     """
     if cluster_resources.get(DRIVER_RESOURCE, 0) >= 1:
-        return tune.with_resources(chain_trial, {"CPU": 0, DRIVER_RESOURCE: 1})
-    return tune.with_resources(chain_trial, {"CPU": 0.01})
+        return tune.with_resources(function, {"CPU": 0, DRIVER_RESOURCE: 1})
+    return tune.with_resources(function, {"CPU": 0.01})

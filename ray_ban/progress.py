@@ -28,17 +28,31 @@ class ChainProgress(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result or result.get("done"):
             return
-        config = trial.config["chain"]
-        last_generation = config["trainings"][-1]["generation"]
+        last_generation = int(result.get("generations", 0))
         label = "gen0" if last_generation == 0 else f"gen {int(result['generation'])}/{last_generation}"
+        epochs = trial.config.get("epochs", self.epochs)  # a search may sample the epochs
         extra = ""
         if not math.isnan(result.get("agreement", math.nan)):
             extra = f", agreement {result['agreement']:.1f}%"
-        self._say(f"[{config['chain_id']}] {label} epoch {int(result['epoch'])}/{self.epochs}: "
+        if not math.isnan(result.get("val_error", math.nan)):
+            extra += f", val error {result['val_error']:.2f}%"
+        self._say(f"[{result.get('chain_id', trial)}] {label} epoch {int(result['epoch'])}/{epochs}: "
                   f"loss {result['train_loss']:.3f}, test error {result['test_error']:.2f}%{extra}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._say(f"[{trial.config['chain']['chain_id']}] finished")
+        result = trial.last_result or {}
+        if "chain" not in trial.config and not result.get("chain_complete"):
+            self._say(f"[{_name(trial)}] stopped by the scheduler after {result.get('training_iteration')} reports")
+            return
+        self._say(f"[{_name(trial)}] finished")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"[{trial.config['chain']['chain_id']}] FAILED (see the summary at the end)")
+        self._say(f"[{_name(trial)}] FAILED (see the summary at the end)")
+
+
+def _name(trial) -> str:
+    """A sweep trial's chain id, or a search trial's name with its values."""
+    if "chain" in trial.config:
+        return trial.config["chain"]["chain_id"]
+    values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items())
+    return f"{trial} {values}"

@@ -93,7 +93,7 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
         series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in ok:
             if r["row"] == row and r["role"] == "student":
-                series[r["chain"]][r["generation"]].append(r["final_test_error"])
+                series[_series(r)][r["generation"]].append(r["final_test_error"])
         for name, by_gen in sorted(series.items()):
             xs = ([0] if teacher else []) + sorted(by_gen)
             ys = ([_mean(teacher)] if teacher else []) + [_mean(by_gen[g]) for g in sorted(by_gen)]
@@ -107,7 +107,7 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
         ensembles: dict[str, list[dict]] = defaultdict(list)
         for r in ok:
             if r["row"] == row and r["role"] == "ensemble":
-                ensembles[r["chain"]].append(r)
+                ensembles[_series(r)].append(r)
         for name, rs in sorted(ensembles.items()):
             ax.plot([rs[0]["generation"]], [_mean([r["final_test_error"] for r in rs])], marker="D", linestyle="none",
                     label=name)
@@ -137,7 +137,7 @@ def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
             if not curve or not mine or r["role"] == "ensemble":
                 continue
             start = r["generation"] * len(curve)
-            label = "teacher" if r["role"] == "teacher" else f"{r['chain']} gen {r['generation']}"
+            label = "teacher" if r["role"] == "teacher" else f"{_series(r)} gen {r['generation']}"
             ax.plot(range(start + 1, start + len(curve) + 1), curve, label=f"{label} s{r['seed']}",
                     color="black" if r["role"] == "teacher" else None)
         ax.set_title(row, fontsize=9)
@@ -173,6 +173,7 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
              f"{plan.recipe.schedule} schedule.", "",
              paper_table(plan, pa.Table.from_pylist(records, schema=SCHEMA)), "",
              f"![test error by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
+             *search_section(records),
              "## Every model and ensemble", "",
              "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | status |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -182,6 +183,33 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
                  r["status"] + (f": {r['message']}" if r["message"] else "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _series(r: dict) -> str:
+    """A plotted line: a chain, or in a search one trial of it (its chain name is shared by all)."""
+    return f"{r['chain']} {r['trial']}" if r.get("trial") else r["chain"]
+
+
+def search_section(records: list[dict]) -> list[str]:
+    """The trials of a search: values, how far each got, validation and test error, the selected one."""
+    trials: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("trial") and r["role"] == "student":
+            trials[r["trial"]].append(r)
+    if not trials:
+        return []
+    lines = ["## Search trials", "", "Selected on validation error; the test error is reported, never used to select.", "",
+             "| trial | values | generations done | stopped at report | val error % | test error % | selected |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rows in sorted(trials.items()):
+        done = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["generation"])
+        last = done[-1] if done else None
+        first = rows[0]
+        cells = [name, first["hparams"], f"{len(done)}/{len(rows)}", first["stopped_at"] if first["stopped"] else "-",
+                 _num(last and last["val_error"]), _num(last and last["final_test_error"]),
+                 "yes" if first["selected"] else ""]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return lines + [""]
 
 
 def _num(value: Optional[float]) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import metrics
+from .recipe import Recipe
 from .spaces import Chain, SweepPlan, Training
 from .store import RunStore, atomic_write_bytes, atomic_write_with
 
@@ -29,11 +31,17 @@ SCHEMA = pa.schema([
     ("members", pa.list_(pa.int32())), ("shared_by", pa.list_(pa.string())), ("status", pa.string()),
     ("message", pa.string()), ("config", pa.string()),
     ("test_error_by_epoch", pa.list_(pa.float64())), ("train_loss_by_epoch", pa.list_(pa.float64())),
+    # hyperparameter searches: the trial, its sampled values (JSON), whether the scheduler stopped it and
+    # after how many per-epoch reports, and whether it is the configuration the search selected
+    ("trial", pa.string()), ("hparams", pa.string()), ("stopped", pa.bool_()), ("stopped_at", pa.int32()),
+    ("selected", pa.bool_()),
 ])
 
 
 def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
     """Result rows for every model of the plan (finished, failed or pending) and every ensemble."""
+    if plan.search:
+        return _search_rows(plan, store)
     users: dict[str, list[str]] = {}
     for chain in plan.chains:
         for training in chain.trainings:
@@ -49,13 +57,39 @@ def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
     return rows
 
 
-def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Training, shared_by: list[str]) -> dict:
+def _search_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
+    """A search's rows: the shared teacher, then every trial's generations and ensembles with its values."""
+    from .search import chain_to_search
+    from .search_phase import read_outcome
+
+    template = chain_to_search(plan)
+    rows = [_model_row(plan, store, template, template.root, [template.row])]
+    outcome = read_outcome(store.root) or {"trials": [], "best": None}
+    for trial in outcome["trials"]:
+        chain = Chain.from_dict(trial["chain"])
+        recipe = Recipe.from_dict(trial["recipe"])
+        stopped = trial["status"] == "stopped"
+        extra = {"trial": trial["trial"], "hparams": json.dumps(trial["hparams"], sort_keys=True), "stopped": stopped,
+                 "stopped_at": trial["iterations"] if stopped else None, "selected": trial["trial"] == outcome["best"]}
+        for training in chain.generations:
+            row = {**_model_row(plan, store, chain, training, [chain.row], recipe), **extra}
+            if row["status"] == "pending" and stopped:
+                row["status"] = "stopped"
+            elif row["status"] == "pending" and trial["status"] == "failed":
+                row.update(status="failed", message=trial["error"])
+            rows.append(row)
+        rows.extend({**row, **extra} for row in _ensemble_rows(plan, store, chain))
+    return rows
+
+
+def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Training, shared_by: list[str],
+               recipe: Optional[Recipe] = None) -> dict:
     row = _base_row(plan, chain, training.role, training.generation, training.architecture, training.loss,
                     training.loss_params, training.seed)
     row.update(model_key=training.key, teacher_key=training.teacher_key, shared_by=shared_by,
                chain=None if training.role == "teacher" else chain.name,
-               config=json.dumps({"training": training.__dict__, "recipe": plan.recipe.to_dict(), "data": plan.data_config()},
-                                 sort_keys=True, default=str))
+               config=json.dumps({"training": training.__dict__, "recipe": (recipe or plan.recipe).to_dict(),
+                                  "data": plan.data_config()}, sort_keys=True, default=str))
     if store.is_done(training.key):
         summary = store.summary(training.key)
         row.update({k: summary.get(k) for k in ("parameters", "epochs", "final_test_error", "best_test_error", "test_loss",

@@ -26,7 +26,7 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
             "train_subset", "test_subset", "search", "model_kwargs"}
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
-               "validation_size", "train_subset", "test_subset", "rows", "resources"}
+               "validation_size", "train_subset", "test_subset", "rows", "resources", "search"}
 ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs"}
 CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -66,6 +66,11 @@ class Chain:
     @property
     def trainings(self) -> tuple[Training, ...]:
         return (self.root, *self.generations)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Chain":
+        """The inverse of ``dataclasses.asdict`` (plans and search outcomes are stored as JSON)."""
+        return cls(**{**raw, "root": Training(**raw["root"]), "generations": tuple(Training(**g) for g in raw["generations"])})
 
 
 @dataclass(frozen=True)
@@ -114,9 +119,7 @@ class SweepPlan:
     @classmethod
     def from_dict(cls, raw: dict) -> "SweepPlan":
         """The inverse of ``to_dict`` (results.parquet stores the plan this way)."""
-        chains = tuple(
-            Chain(**{**c, "root": Training(**c["root"]), "generations": tuple(Training(**g) for g in c["generations"])})
-            for c in raw["chains"])
+        chains = tuple(Chain.from_dict(c) for c in raw["chains"])
         return cls(**{**raw, "recipe": Recipe.from_dict(raw["recipe"]), "seeds": tuple(raw["seeds"]), "chains": chains})
 
 
@@ -242,9 +245,19 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         name=name, source=source, preset=preset, dataset=dataset, recipe=recipe, seeds=tuple(seeds),
         chains=tuple(chains), columns=dict(columns), paper=paper, validation_size=number("validation_size"),
         train_subset=number("train_subset"), test_subset=number("test_subset"),
-        search=where.mapping(raw.get("search", {}), "search"),
+        search=_search_section(where, raw.get("search"), chosen.get("search"), preset),
         resources=_resources(where, chosen.get("resources", {}), f"presets.{preset}.resources"),
     )
+
+
+def _search_section(where, file_search: Any, preset_search: Any, preset: str) -> dict:
+    """The raw ``search:`` mapping with the preset's laid over it (``ray_ban.search`` validates it)."""
+    base = where.mapping(file_search, "search")
+    over = where.mapping(preset_search, f"presets.{preset}.search")
+    merged = {**base, **over}
+    if isinstance(base.get("space"), dict) and isinstance(over.get("space"), dict):
+        merged["space"] = {**base["space"], **over["space"]}
+    return merged
 
 
 def _resources(where, spec: Any, at: str) -> dict:

@@ -67,6 +67,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of this sweep first")
     parser.add_argument("--dry-run", action="store_true", help="validate everything and print the plan; train nothing")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students")
+    group = parser.add_argument_group("hyperparameter search (or a search: section in the file)")
+    group.add_argument("--search", action="append", default=[], metavar="NAME=SPEC",
+                       help="search a parameter, e.g. lr=loguniform:0.02:0.2 or label_weight=grid:0,0.5,1 (repeatable)")
+    group.add_argument("--num-samples", type=int, help="trials to sample (times every grid point)")
+    group.add_argument("--search-alg", help="random, grid or optuna (TPE)")
+    group.add_argument("--scheduler", help="fifo, or asha to stop poor chains early")
     return parser.parse_args(argv)
 
 
@@ -88,6 +94,7 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
             raise UsageError(f"--seeds must be non-negative, got '{args.seeds}'")
         overrides["seeds"] = seeds
     plan = spaces.load(args.table, args.preset, overrides)
+    plan = with_search(plan, args)
     if args.cpus_per_worker is None:
         args.cpus_per_worker = float(plan.resources.get("cpus_per_worker", 1.0))
     for name in ("workers", "cpus_per_worker", "max_failures"):
@@ -97,6 +104,30 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     if args.gpus_per_worker < 0:
         raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
     return plan
+
+
+def with_search(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
+    """The plan with its validated search (file section, preset and command line merged), if any."""
+    from dataclasses import replace
+
+    from . import search as searching
+
+    options = {"num_samples": args.num_samples, "search_alg": args.search_alg, "scheduler": args.scheduler}
+    raw = searching.merge_cli(plan.search or None, args.search, options)
+    if not raw:
+        return plan
+    chain = searching.chain_to_search(plan)
+    try:
+        parsed = searching.parse_search(raw, plan.source, chain, plan.recipe)
+    except SpaceError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape the checks did not foresee
+        raise SpaceError(f"{plan.source}: search: not a valid search section ({type(error).__name__}: {error}); "
+                         "see search_spaces/banl-search.yaml") from None
+    if not plan.validation_size:
+        raise UsageError(f"{plan.source}: a search selects on a validation split held out from train, and this plan has "
+                         "none: set validation_size (e.g. validation_size: 5000)")
+    return replace(plan, search=parsed.to_dict())
 
 
 def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
@@ -148,6 +179,15 @@ def describe_plan(plan: SweepPlan) -> str:
                          + (f"; ensembles {', '.join(chain.ensembles)}" if chain.ensembles else ""))
         else:
             lines.append(f"  {chain.chain_id}: baseline {chain.root.architecture} [label]")
+    if plan.search:
+        from .search import Search
+
+        search = Search(**plan.search)
+        count = search.trials()
+        lines[2] = (f"search template: {plan.chains[0].chain_id}; its teacher is trained once, then every trial trains "
+                    "its own chain of students with the values it draws")
+        lines.append(f"search: {count} chains ({search.search_alg} search, {search.scheduler} scheduler, selected on "
+                     f"{search.metric}) over " + ", ".join(f"{k}={v}" for k, v in search.space.items()))
     return "\n".join(lines)
 
 
@@ -156,6 +196,8 @@ def prepare_run_dir(run_dir: Path, plan: SweepPlan, resume: bool, overwrite: boo
     manifest = run_dir / "sweep.json"
     identity = {"name": plan.name, "source": str(Path(plan.source).resolve()), "preset": plan.preset,
                 "dataset": plan.dataset}
+    if plan.search:
+        identity["search"] = plan.search  # another search into the same folder would mix two populations
     if manifest.is_file() and not overwrite:
         try:
             existing = json.loads(manifest.read_text()).get("identity", {})
@@ -321,7 +363,12 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
     table = write_results(plan, store)
     write_ensemble_runs(table.to_pylist(), board_root(run_dir))
     _write_report(run_dir)
-    return _report(plan, table, failures, run_dir, started)
+    code = _report(plan, table, failures, run_dir, started)
+    if plan.search:
+        from .search_phase import write_best
+
+        write_best(plan, run_dir, sys.stdout)
+    return code
 
 
 def _write_report(run_dir: Path) -> None:
@@ -360,7 +407,9 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
     """Generation 0 first (teachers, baselines), then the distillation chains; chain_id -> error or None."""
     import ray
 
+    from . import search as searching
     from .progress import ChainProgress
+    from .search_phase import run_search
     from .tensorboard_runs import plan_runs
 
     try:
@@ -368,13 +417,19 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
         max_concurrent = args.max_concurrent or fits
         metric = "val_error" if plan.validation_size else "test_error"
         progress = ChainProgress(plan, terminal)
-        print(f"ray-ban: {plan.name}: {len(plan.chains)} chains, up to {max_concurrent} at once; Ray logs in {log_path}",
+        what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chains"
+        print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; Ray logs in {log_path}",
               file=terminal, flush=True)
-        roots = plan.roots()
+        roots = [searching.chain_to_search(plan).root] if plan.search else plan.roots()
         board_runs = plan_runs(plan)  # TensorBoard run names and hyperparameters of every training
         root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric, board_runs)
                         for t in roots if not store.is_done(t.key)]
         failures = run_phase("generation0", root_configs, run_dir, max_concurrent, progress)
+        if plan.search:
+            chain = searching.chain_to_search(plan)
+            base = trial_config(plan, chain.chain_id, [], [chain.root], run_dir, args, plan.search["metric"], board_runs)
+            failures.update(run_search(plan, base, run_dir, store, max_concurrent, progress))
+            return failures
         chain_configs, skipped = [], {}
         for chain in plan.distilled_chains():
             if not store.is_done(chain.root.key):

@@ -57,16 +57,32 @@ def plan_runs(plan, searched: Optional[dict] = None) -> dict[str, dict]:
                 name = model_run_name(chain.row, f"teacher-s{chain.seed}", 0)
             else:
                 name = model_run_name(chain.row, f"{chain.name}-s{chain.seed}", training.generation)
-            hp = {"row": chain.row, "chain": "" if training.role == "teacher" else chain.name, "role": training.role,
-                  "architecture": training.architecture, "loss": training.loss, "generation": training.generation,
-                  "seed": chain.seed, "init_seed": training.seed, "dataset": plan.dataset, "preset": plan.preset,
-                  "epochs": plan.recipe.epochs, "lr": plan.recipe.lr, "batch_size": plan.recipe.batch_size,
-                  "weight_decay": plan.recipe.weight_decay, "schedule": plan.recipe.schedule}
-            hp.update({f"loss.{k}": v for k, v in training.loss_params.items()})
-            hp.update({f"model.{k}": v for k, v in training.model_kwargs.items()})
+            hp = _hparams(plan, plan.recipe, chain, training)
             hp.update((searched or {}).get(chain.chain_id, {}))
             runs[training.key] = {"run": name, "hparams": clean_hparams(hp)}
     return runs
+
+
+def search_runs(plan, chain, recipe, trial: str, hparams: dict) -> dict[str, dict]:
+    """Runs of one search trial's generations, ``<row>/<chain>-s<seed>/<trial>/gen<k>``; HParams shows the
+    trial and every searched value, so the dashboard can sort and plot trials by them."""
+    runs = {}
+    for training in chain.generations:
+        hp = {**_hparams(plan, recipe, chain, training), "trial": trial, **hparams}
+        runs[training.key] = {"run": model_run_name(chain.row, f"{chain.name}-s{chain.seed}/{trial}", training.generation),
+                              "hparams": clean_hparams(hp)}
+    return runs
+
+
+def _hparams(plan, recipe, chain, training) -> dict:
+    hp = {"row": chain.row, "chain": "" if training.role == "teacher" else chain.name, "role": training.role,
+          "architecture": training.architecture, "loss": training.loss, "generation": training.generation,
+          "seed": chain.seed, "init_seed": training.seed, "dataset": plan.dataset, "preset": plan.preset,
+          "epochs": recipe.epochs, "lr": recipe.lr, "batch_size": recipe.batch_size,
+          "weight_decay": recipe.weight_decay, "schedule": recipe.schedule}
+    hp.update({f"loss.{k}": v for k, v in training.loss_params.items()})
+    hp.update({f"model.{k}": v for k, v in training.model_kwargs.items()})
+    return hp
 
 
 def clean_hparams(values: dict) -> dict:
@@ -125,7 +141,8 @@ def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
         if r["role"] != "ensemble" or r["status"] != "ok":
             continue
         chain_name, _, ensemble = r["chain"].partition("/")  # "<chain>/<ensemble name>"
-        run = f"{r['row']}/{chain_name}-s{r['seed']}/{ensemble}"
+        trial = f"{r['trial']}/" if r.get("trial") else ""  # a search's trials share the chain's name
+        run = f"{r['row']}/{chain_name}-s{r['seed']}/{trial}{ensemble}"
         shutil.rmtree(Path(root) / run, ignore_errors=True)
         hp = clean_hparams({"row": r["row"], "chain": r["chain"], "role": "ensemble", "architecture": r["architecture"],
                             "loss": r["loss"], "generation": r["generation"], "seed": r["seed"], "dataset": r["dataset"],
