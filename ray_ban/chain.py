@@ -57,7 +57,8 @@ def chain_worker(config: dict) -> None:
 
     def report(training: Training, epoch_report, state_fn, history) -> None:
         metrics = {**epoch_report.to_dict(), "generation": training.generation, "model_key": training.key,
-                   "chain_id": config["chain_id"], "generations": len(trainings) and trainings[-1].generation}
+                   "chain_id": config["chain_id"], "generations": len(trainings) and trainings[-1].generation,
+                   "epochs_total": recipe.epochs}
         metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
         if rank != 0:
             ray.train.report(metrics)

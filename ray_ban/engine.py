@@ -28,7 +28,11 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass
 class EpochReport:
-    """What one epoch measured. Errors, agreement and ECE are percentages; None where not defined."""
+    """What one epoch measured. Errors, agreement and ECE are percentages; None where not defined.
+
+    Language models report per token: ``images_per_s`` is tokens per second, losses are mean
+    token NLL, and the perplexities are their exp (None for image models).
+    """
 
     epoch: int
     train_loss: float
@@ -43,6 +47,8 @@ class EpochReport:
     best_test_error: float
     seconds: float
     images_per_s: float
+    test_perplexity: Optional[float] = None
+    val_perplexity: Optional[float] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +79,8 @@ class Generation:
         channels_last: bool = True,
     ):
         check_loss_params(loss, loss_params or {})
+        if recipe.schedule == "plateau":
+            raise ValueError("schedule 'plateau' is for language models (LanguageGeneration); use multistep, onecycle, cosine or constant")
         if loss in NEEDS_TEACHER and teacher is None:
             raise ValueError(f"loss '{loss}' needs a teacher model")
         if teacher is not None and teacher is student:
@@ -148,6 +156,12 @@ class Generation:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
         self.best_test_error = state["best_test_error"]
+
+    def test_predictions(self) -> dict[str, torch.Tensor]:
+        """The last evaluated model's test predictions on the CPU: float32 ``logits`` (N, C) and ``label`` (N,)."""
+        if self.test_logits is None:
+            self.test_logits = self.predict(self.student, self.test_loader)
+        return {"logits": self.test_logits.float().cpu(), "label": self.test_labels.cpu()}
 
     # -- training -----------------------------------------------------------------------------
     def run(self) -> Iterator[EpochReport]:

@@ -18,9 +18,10 @@ import torch
 import torch.distributed as dist
 
 from . import models
-from .data import ImageSplits, load_dataset, synthetic
+from .data import ImageSplits, TextSplits, is_text, load_dataset, synthetic
 from .data.sources import SYNTHETIC_SIZES
 from .engine import EpochReport, Generation, NonFiniteLoss, world
+from .language_engine import LanguageGeneration
 from .recipe import Recipe
 from .spaces import Training
 from .store import RunStore
@@ -38,8 +39,12 @@ class Resume:
     history: list
 
 
-def prepare_data(data_config: dict, data_root: Optional[str] = None, download: bool = False) -> ImageSplits:
-    """Load the sweep's dataset with its subset and validation split, identically on every worker."""
+def prepare_data(data_config: dict, data_root: Optional[str] = None, download: bool = False) -> ImageSplits | TextSplits:
+    """Load the sweep's dataset with its subset and validation split, identically on every worker.
+
+    A text corpus (``synthetic-text``, ``ptb:<dir>``) comes with its own validation split."""
+    if is_text(data_config["dataset"]):
+        return load_dataset(data_config["dataset"], data_root, download)
     train, test = data_config.get("train_subset"), data_config.get("test_subset")
     if data_config["dataset"] in SYNTHETIC_SIZES:  # generate only the images that will be used
         classes, default_train, default_test = SYNTHETIC_SIZES[data_config["dataset"]]
@@ -51,14 +56,19 @@ def prepare_data(data_config: dict, data_root: Optional[str] = None, download: b
     return data.with_validation(data_config.get("validation_size") or 0, seed=0)
 
 
-def build_model(training: Training, num_classes: int) -> torch.nn.Module:
-    """The training's architecture, initialised from its own seed (the same on every rank)."""
+def build_model(training: Training, num_classes: int, vocab: Optional[tuple] = None) -> torch.nn.Module:
+    """The training's architecture, initialised from its own seed (the same on every rank).
+
+    ``vocab``: a text corpus's words, which a character-aware language model spells."""
     torch.manual_seed(training.seed)
-    return models.build(training.architecture, num_classes, **training.model_kwargs)
+    kwargs = dict(training.model_kwargs)
+    if vocab is not None and training.architecture.startswith("cnn-lstm"):
+        kwargs["vocab"] = vocab
+    return models.build(training.architecture, num_classes, **kwargs)
 
 
-def load_trained(store: RunStore, training: Training, num_classes: int) -> torch.nn.Module:
-    model = build_model(training, num_classes)
+def load_trained(store: RunStore, training: Training, num_classes: int, vocab: Optional[tuple] = None) -> torch.nn.Module:
+    model = build_model(training, num_classes, vocab)
     model.load_state_dict(store.load_state(training.key))
     return model
 
@@ -86,17 +96,19 @@ def run_chain(
     """
     rank, world_size = world()
     known = {**teachers, **{t.key: t for t in trainings}}
+    vocab = data.vocab if isinstance(data, TextSplits) else None
     teacher_model = None
     for training in trainings:
         if store.is_done(training.key):
             teacher_model = None  # loaded from the store if the next generation needs it
             continue
         if training.teacher_key and teacher_model is None:
-            teacher_model = load_trained(store, known[training.teacher_key], data.num_classes)
-        student = build_model(training, data.num_classes)
+            teacher_model = load_trained(store, known[training.teacher_key], data.num_classes, vocab)
+        student = build_model(training, data.num_classes, vocab)
         if teacher_model is not None and getattr(student, "inherits_stem_and_fc", False):
             models.inherit_from_teacher(student, teacher_model)
-        generation = Generation(
+        engine = LanguageGeneration if isinstance(data, TextSplits) else Generation
+        generation = engine(
             student, data, recipe, loss=training.loss, loss_params=training.loss_params,
             teacher=teacher_model, device=device, seed=training.seed, compile=compile,
         )
@@ -123,8 +135,8 @@ def run_chain(
             return message
         if rank == 0:
             summary = summarize(training, generation, history)
-            store.save_model(training.key, generation.student.state_dict(), generation.test_logits,
-                             data.test_labels, history, summary)
+            store.save_model(training.key, generation.student.state_dict(), generation.test_predictions(),
+                             history, summary)
             if log is not None:
                 log.finish(summary)
         audit(f"{training.key}/rank{rank}-weights.json",
@@ -145,7 +157,7 @@ def _board_log(board: Optional[dict], training: Training, start_epoch: int):
     return GenerationLog(board["root"], run["run"], run["hparams"], start_epoch)
 
 
-def summarize(training: Training, generation: Generation, history: list[dict]) -> dict:
+def summarize(training: Training, generation, history: list[dict]) -> dict:
     """The final numbers of one trained model, as stored in summary.json."""
     last = history[-1]
     return {
@@ -160,6 +172,9 @@ def summarize(training: Training, generation: Generation, history: list[dict]) -
         "ece": last["ece"],
         "val_error": last["val_error"],
         "best_val_error": min((h["val_error"] for h in history if h["val_error"] is not None), default=None),
+        "test_perplexity": last.get("test_perplexity"),  # language models only
+        "val_perplexity": last.get("val_perplexity"),
+        "best_val_perplexity": min((h["val_perplexity"] for h in history if h.get("val_perplexity") is not None), default=None),
         "wall_time_s": sum(h["seconds"] for h in history),
         "finished_at": time.time(),
     }

@@ -30,12 +30,14 @@ class ChainProgress(Callback):
             return
         last_generation = int(result.get("generations", 0))
         label = "gen0" if last_generation == 0 else f"gen {int(result['generation'])}/{last_generation}"
-        epochs = trial.config.get("epochs", self.epochs)  # a search may sample the epochs
+        epochs = int(result.get("epochs_total", self.epochs))  # rows and search trials may differ
         extra = ""
         if not math.isnan(result.get("agreement", math.nan)):
             extra = f", agreement {result['agreement']:.1f}%"
         if not math.isnan(result.get("val_error", math.nan)):
             extra += f", val error {result['val_error']:.2f}%"
+        if not math.isnan(result.get("test_perplexity", math.nan)):  # language models
+            extra = f", test perplexity {result['test_perplexity']:.2f}" + extra
         self._say(f"[{result.get('chain_id', trial)}] {label} epoch {int(result['epoch'])}/{epochs}: "
                   f"loss {result['train_loss']:.3f}, test error {result['test_error']:.2f}%{extra}")
 

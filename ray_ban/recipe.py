@@ -14,6 +14,11 @@ class Recipe:
     ``batch_size`` is the global batch: with W data-parallel workers each takes batch_size / W.
     ``lr_milestones`` are fractions of ``epochs`` (0.3/0.6/0.8 of 200 = epochs 60/120/160), so a
     shortened schedule keeps the paper's shape.
+
+    Language models (``LanguageGeneration``) also read ``bptt`` (steps unrolled), ``grad_clip``
+    (max gradient norm, 0 = off) and, with ``schedule: plateau``, multiply the lr by
+    ``plateau_factor`` after every epoch whose validation perplexity did not improve on the best so
+    far by more than ``plateau_threshold`` (absolute perplexity).
     """
 
     epochs: int = 200
@@ -30,8 +35,12 @@ class Recipe:
     crop_padding: int = 4
     flip: bool = True
     eval_batch_size: int = 1000
+    plateau_factor: float = 0.25
+    plateau_threshold: float = 0.0
+    bptt: int = 35
+    grad_clip: float = 0.0
 
-    SCHEDULES = ("multistep", "onecycle", "cosine", "constant")
+    SCHEDULES = ("multistep", "onecycle", "cosine", "constant", "plateau")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
@@ -48,6 +57,14 @@ class Recipe:
             problems.append(f"schedule must be one of {', '.join(self.SCHEDULES)}, got '{self.schedule}'")
         if any(not 0 < m < 1 for m in self.lr_milestones):
             problems.append(f"lr_milestones are fractions of the epochs in (0, 1), got {list(self.lr_milestones)}")
+        if not 0 < self.plateau_factor <= 1:
+            problems.append(f"plateau_factor must be in (0, 1], got {self.plateau_factor}")
+        if self.plateau_threshold < 0:
+            problems.append(f"plateau_threshold must be >= 0, got {self.plateau_threshold}")
+        if self.bptt < 1:
+            problems.append(f"bptt must be a positive integer, got {self.bptt}")
+        if self.grad_clip < 0:
+            problems.append(f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -108,4 +125,4 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
         return progress / peak if progress < peak else max(0.0, (1 - progress) / (1 - peak))
     if recipe.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return 1.0
+    return 1.0  # constant; plateau: the language engine scales the rate itself after each epoch

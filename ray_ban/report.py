@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from .results import paper_table, read_results
-from .spaces import SweepPlan
+from .spaces import CELL_METRICS, SweepPlan
 from .store import atomic_write_bytes, atomic_write_with
 
 ERROR_FIGURE = "error_by_generation.png"
@@ -42,12 +42,18 @@ def load(run_dir: Path) -> tuple[list[dict], SweepPlan]:
     return table.to_pylist(), plan
 
 
-def paper_points(plan: SweepPlan, row: str) -> list[tuple[str, int, float]]:
-    """(series, generation, paper value) for the cells of one row that the paper reports."""
+def plotted_metric(records: list[dict]) -> str:
+    """Test perplexity for language models, else test error."""
+    return "test_perplexity" if any(r.get("test_perplexity") is not None for r in records) else "final_test_error"
+
+
+def paper_points(plan: SweepPlan, row: str, metric: str = "final_test_error") -> list[tuple[str, int, float]]:
+    """(series, generation, paper value) for the cells of one row that the paper reports in ``metric``."""
     points = []
     for label, ref in (plan.columns or {"teacher": "teacher"}).items():
         value = plan.paper.get(row, {}).get(label)
-        if value is None or ref.endswith("params"):
+        ref, _, cell_metric = ref.partition("@")
+        if value is None or ref.endswith("params") or CELL_METRICS.get(cell_metric, "final_test_error") != metric:
             continue
         chain_name, _, part = ref.partition("/")
         if ref == "teacher":
@@ -87,13 +93,15 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
     from matplotlib.ticker import MaxNLocator
 
     fig, rows, axes = _panels(records, plan, 3.6)
-    ok = [r for r in records if r["status"] == "ok" and r["final_test_error"] is not None]
+    metric = plotted_metric(records)
+    what = "test perplexity" if metric == "test_perplexity" else "test error %"
+    ok = [r for r in records if r["status"] == "ok" and r[metric] is not None]
     for ax, row in zip(axes, rows):
-        teacher = [r["final_test_error"] for r in ok if r["role"] == "teacher" and row in r["shared_by"]]
+        teacher = [r[metric] for r in ok if r["role"] == "teacher" and row in r["shared_by"]]
         series: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         for r in ok:
             if r["row"] == row and r["role"] == "student":
-                series[_series(r)][r["generation"]].append(r["final_test_error"])
+                series[_series(r)][r["generation"]].append(r[metric])
         for name, by_gen in sorted(series.items()):
             xs = ([0] if teacher else []) + sorted(by_gen)
             ys = ([_mean(teacher)] if teacher else []) + [_mean(by_gen[g]) for g in sorted(by_gen)]
@@ -102,26 +110,26 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
             ax.plot([0], [_mean(teacher)], marker="*", markersize=14, color="black", linestyle="none", label="teacher")
         for r in ok:
             if r["row"] == row and r["role"] == "baseline":
-                ax.axhline(r["final_test_error"], linestyle="--", color="gray", linewidth=1)
-                ax.text(0, r["final_test_error"], f" baseline {r['architecture']}", fontsize=7, va="bottom", color="gray")
+                ax.axhline(r[metric], linestyle="--", color="gray", linewidth=1)
+                ax.text(0, r[metric], f" baseline {r['architecture']}", fontsize=7, va="bottom", color="gray")
         ensembles: dict[str, list[dict]] = defaultdict(list)
         for r in ok:
             if r["row"] == row and r["role"] == "ensemble":
                 ensembles[_series(r)].append(r)
         for name, rs in sorted(ensembles.items()):
-            ax.plot([rs[0]["generation"]], [_mean([r["final_test_error"] for r in rs])], marker="D", linestyle="none",
+            ax.plot([rs[0]["generation"]], [_mean([r[metric] for r in rs])], marker="D", linestyle="none",
                     label=name)
-        paper = paper_points(plan, row)
+        paper = paper_points(plan, row, metric)
         if paper:
             ax.plot([g for _, g, _ in paper], [v for _, _, v in paper], marker="o", markersize=9, linestyle="none",
                     markerfacecolor="none", markeredgecolor="red", label="paper")
         ax.set_title(row, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("generation")
-        ax.set_ylabel("test error %")
+        ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\ntest error by generation; hollow red = paper",
+    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; hollow red = paper",
                  fontsize=9)
     fig.tight_layout()
     _save(fig, path)
@@ -164,6 +172,7 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
 
     from .results import SCHEMA
 
+    language = plotted_metric(records) == "test_perplexity"
     statuses = defaultdict(int)
     for r in records:
         statuses[r["status"]] += 1
@@ -172,14 +181,16 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
              f"recipe: {plan.recipe.epochs} epochs, batch {plan.recipe.batch_size}, lr {plan.recipe.lr}, "
              f"{plan.recipe.schedule} schedule.", "",
              paper_table(plan, pa.Table.from_pylist(records, schema=SCHEMA)), "",
-             f"![test error by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
+             f"![{'test perplexity' if language else 'test error'} by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
              *search_section(records),
              "## Every model and ensemble", "",
-             "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | status |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | "
+             + ("val perplexity | test perplexity | " if language else "") + "status |",
+             "|" + " --- |" * (13 if language else 11)]
     for r in sorted(records, key=lambda r: (r["row"], r["chain"] or "", r["generation"], r["seed"])):
         cells = [r["row"], r["chain"] or "", r["role"], r["generation"], r["architecture"], r["loss"], r["seed"],
                  _num(r["final_test_error"]), _num(r["best_test_error"]), _num(r["agreement"]),
+                 *([_num(r.get("val_perplexity")), _num(r.get("test_perplexity"))] if language else []),
                  r["status"] + (f": {r['message']}" if r["message"] else "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from . import metrics
 from .recipe import Recipe
-from .spaces import Chain, SweepPlan, Training
+from .spaces import CELL_METRICS, Chain, SweepPlan, Training
 from .store import RunStore, atomic_write_bytes, atomic_write_with
 
 SCHEMA = pa.schema([
@@ -35,6 +35,8 @@ SCHEMA = pa.schema([
     # after how many per-epoch reports, and whether it is the configuration the search selected
     ("trial", pa.string()), ("hparams", pa.string()), ("stopped", pa.bool_()), ("stopped_at", pa.int32()),
     ("selected", pa.bool_()),
+    # language models: perplexity = exp(mean token NLL); an ensemble's averages its members' token probabilities
+    ("test_perplexity", pa.float64()), ("val_perplexity", pa.float64()),
 ])
 
 
@@ -88,12 +90,13 @@ def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Trainin
                     training.loss_params, training.seed)
     row.update(model_key=training.key, teacher_key=training.teacher_key, shared_by=shared_by,
                chain=None if training.role == "teacher" else chain.name,
-               config=json.dumps({"training": training.__dict__, "recipe": (recipe or plan.recipe).to_dict(),
+               config=json.dumps({"training": training.__dict__, "recipe": (recipe or plan.recipe_of(training.key)).to_dict(),
                                   "data": plan.data_config()}, sort_keys=True, default=str))
     if store.is_done(training.key):
         summary = store.summary(training.key)
         row.update({k: summary.get(k) for k in ("parameters", "epochs", "final_test_error", "best_test_error", "test_loss",
-                                                 "agreement", "kl", "ece", "val_error", "best_val_error", "wall_time_s")})
+                                                 "agreement", "kl", "ece", "val_error", "best_val_error", "wall_time_s",
+                                                 "test_perplexity", "val_perplexity")})
         row["status"] = "ok"
         history = store.history(training.key)
         row["test_error_by_epoch"] = [h["test_error"] for h in history]
@@ -113,7 +116,9 @@ def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]
                         chain.generations[-1].loss_params, chain.seed)
         row.update(chain=f"{chain.name}/{name}", members=list(members), model_key=f"{chain.chain_id}.{name}",
                    config=json.dumps({"members": [t.key for t in trainings]}))
-        if all(store.is_done(t.key) for t in trainings):
+        if all(store.is_done(t.key) for t in trainings) and _is_token_stream(store, trainings[0].key):
+            row.update(_token_ensemble(store, trainings))
+        elif all(store.is_done(t.key) for t in trainings):
             predictions = [store.load_predictions(t.key) for t in trainings]
             labels = predictions[0][1]
             logits = metrics.ensemble_logits([p[0] for p in predictions])
@@ -126,6 +131,24 @@ def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]
             row["status"] = "pending"
         rows.append(row)
     return rows
+
+
+def _is_token_stream(store: RunStore, key: str) -> bool:
+    return "target_logprob" in store.prediction_table(key).column_names
+
+
+def _token_ensemble(store: RunStore, trainings: list[Training]) -> dict:
+    """A language-model ensemble: the mean of the members' probabilities of each target token, so its
+    perplexity is exp(-mean log mean_k p_k(target)). Its top token is not stored, so no error rate."""
+    import math
+
+    import torch
+
+    members = [torch.tensor(store.prediction_table(t.key).column("target_logprob").to_numpy()) for t in trainings]
+    nll = -metrics.ensemble_target_logprob(members).mean().item()
+    summaries = [store.summary(t.key) for t in trainings]
+    return {"test_loss": nll, "test_perplexity": math.exp(nll), "status": "ok",
+            "parameters": sum(s["parameters"] for s in summaries), "wall_time_s": sum(s["wall_time_s"] for s in summaries)}
 
 
 def _base_row(plan: SweepPlan, chain: Chain, role, generation, architecture, loss, loss_params, seed) -> dict:
@@ -150,7 +173,8 @@ def paper_table(plan: SweepPlan, table: pa.Table) -> str:
     records = table.to_pylist()
     columns = plan.columns or {"teacher": "teacher"}
     header = "| row | " + " | ".join(columns) + " |"
-    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): test error %, ours (paper)", "",
+    measure = "each column's metric" if any("@" in ref for ref in columns.values()) else "test error %"
+    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): {measure}, ours (paper)", "",
              header, "|" + " --- |" * (len(columns) + 1)]
     for row_name in plan.paper:
         cells = []
@@ -163,22 +187,24 @@ def paper_table(plan: SweepPlan, table: pa.Table) -> str:
 
 
 def _cell_values(plan: SweepPlan, records: list[dict], row_name: str, ref: str) -> list[float]:
-    """Values of one cell over seeds: test error of a model or ensemble, or a parameter count."""
+    """Values of one cell over seeds: test error (or ``@metric``) of a model or ensemble, or a parameter count."""
     by_key = {r["model_key"]: r for r in records}
+    ref, _, metric = ref.partition("@")
+    field = CELL_METRICS[metric] if metric else "final_test_error"
     chain_name, _, part = ref.partition("/")
     wanted: list[tuple[str, str]] = []  # (model key, field)
     for chain in (c for c in plan.chains if c.row == row_name):
         if ref in ("teacher", "params"):
             if chain.root.role == "teacher":
-                wanted.append((chain.root.key, "parameters" if ref == "params" else "final_test_error"))
+                wanted.append((chain.root.key, "parameters" if ref == "params" else field))
         elif chain.name != chain_name:
             continue
         elif part.startswith("ens"):
-            wanted.append((f"{chain.chain_id}.{part}", "final_test_error"))
+            wanted.append((f"{chain.chain_id}.{part}", field))
         elif part == "params":
             wanted.append((chain.trainings[-1].key, "parameters"))
         else:
-            wanted.extend((t.key, "final_test_error") for t in chain.trainings if t.generation == int(part))
+            wanted.extend((t.key, field) for t in chain.trainings if t.generation == int(part))
     # dict.fromkeys: a teacher shared by several chains of the row counts once per seed
     return [by_key[k][f] for k, f in dict.fromkeys(wanted) if k in by_key and by_key[k][f] is not None]
 
@@ -186,7 +212,7 @@ def _cell_values(plan: SweepPlan, records: list[dict], row_name: str, ref: str) 
 def _format(values: list[float], ref: str) -> str:
     if not values:
         return "-"
-    if ref.endswith("params"):
+    if ref.endswith("params") or ref.endswith("@params"):
         return f"{values[0] / 1e6:.2f}M"
     if len(values) == 1:
         return f"{values[0]:.2f}"

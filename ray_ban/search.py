@@ -171,7 +171,7 @@ def apply_hparams(plan: SweepPlan, chain: Chain, hparams: dict) -> tuple[Chain, 
     The root (the shared teacher) is unchanged; the students' keys change with the values, so each
     trial's models are stored apart and a rerun with the same values finds them finished."""
     hparams = plain_values(hparams)
-    recipe = plan.recipe.replace(**{k: v for k, v in hparams.items() if k in RECIPE_PARAMS})
+    recipe = plan.recipe_for(chain).replace(**{k: v for k, v in hparams.items() if k in RECIPE_PARAMS})
     template = chain.generations[-1]
     loss_params = {**template.loss_params, **{k: v for k, v in hparams.items() if k in LOSS_PARAMS}}
     kwargs = {**template.model_kwargs, **{k: v for k, v in hparams.items() if k in MODEL_PARAMS}}

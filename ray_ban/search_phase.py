@@ -46,7 +46,7 @@ def run_search(plan: SweepPlan, base: dict, run_dir: Path, store: RunStore, max_
         tune_config=tune.TuneConfig(
             metric=search.metric, mode="min", num_samples=search.num_samples,
             search_alg=searching.searcher(search),
-            scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe)),
+            scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(name="search", storage_path=str((run_dir / "ray").resolve()), verbose=0,

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,7 +27,9 @@ TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "row
             "train_subset", "test_subset", "search", "model_kwargs"}
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
                "validation_size", "train_subset", "test_subset", "rows", "resources", "search"}
-ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs"}
+ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs", "recipe"}
+CELL_METRICS = {"params": "parameters", "error": "final_test_error", "best_error": "best_test_error",
+                "val_error": "val_error", "perplexity": "test_perplexity", "val_perplexity": "val_perplexity"}
 CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -62,6 +64,7 @@ class Chain:
     root: Training  # generation 0: the shared teacher, or the baseline itself
     generations: tuple[Training, ...]  # distilled generations 1..K (empty for a baseline)
     ensembles: dict  # name -> generations averaged, e.g. {"ens2": [1, 2]}
+    recipe_overrides: dict = field(default_factory=dict)  # a row's own recipe values (Table 6's two recipes)
 
     @property
     def trainings(self) -> tuple[Training, ...]:
@@ -91,6 +94,17 @@ class SweepPlan:
     test_subset: Optional[int] = None
     search: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)  # defaults for the CLI's resource options
+
+    def recipe_for(self, chain: Chain) -> Recipe:
+        """The recipe a chain trains with: the sweep's, with its row's own values laid over it."""
+        return self.recipe.replace(**chain.recipe_overrides) if chain.recipe_overrides else self.recipe
+
+    def recipe_of(self, key: str) -> Recipe:
+        """The recipe of the chain that holds training ``key`` (a shared teacher's row recipe is one recipe)."""
+        for chain in self.chains:
+            if any(t.key == key for t in chain.trainings):
+                return self.recipe_for(chain)
+        return self.recipe
 
     def roots(self) -> list[Training]:
         """Distinct generation-0 trainings (teachers and baselines): each is trained once per sweep."""
@@ -185,9 +199,10 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     chosen = where.mapping(presets.get(preset, {}), f"presets.{preset}")
     where.keys(chosen, PRESET_KEYS, f"presets.{preset}")
 
-    recipe_data = {**where.mapping(raw.get("recipe", {}), "recipe"), **where.mapping(chosen.get("recipe", {}), f"presets.{preset}.recipe")}
+    file_recipe = where.mapping(raw.get("recipe", {}), "recipe")
+    preset_recipe = where.mapping(chosen.get("recipe", {}), f"presets.{preset}.recipe")
     try:
-        recipe = Recipe.from_dict(recipe_data)
+        recipe = Recipe.from_dict({**file_recipe, **preset_recipe})
     except ValueError as error:
         where.fail("recipe", str(error), "correct the recipe values")
 
@@ -225,8 +240,18 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         for column in paper[row_name]:
             if columns and column not in columns:
                 where.fail(f"{at}.paper.{column}", "is not one of the columns", f"use one of {', '.join(columns)}")
+        row_recipe, overrides = recipe, {}
+        if row.get("recipe"):  # the row's own values; a preset's recipe still wins (smoke stays small)
+            try:
+                row_recipe = Recipe.from_dict({**file_recipe, **where.mapping(row["recipe"], f"{at}.recipe"), **preset_recipe})
+            except ValueError as error:
+                where.fail(f"{at}.recipe", str(error), "correct the recipe values")
+            base = recipe.to_dict()
+            overrides = {k: v for k, v in row_recipe.to_dict().items() if base[k] != v}
         for seed in seeds:
-            chains.extend(_row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap))
+            for chain in _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, row_recipe, data_key,
+                                     generation_cap):
+                chains.append(replace(chain, recipe_overrides=overrides) if overrides else chain)
     if not chains:
         where.fail(f"presets.{preset}.rows", "selects no row", "name rows that exist in rows[].row")
     _check_unique(where, chains)
@@ -366,6 +391,9 @@ def _check_cell(where, at: str, cell: Any, chains: list[Chain]) -> None:
     """A column's cell reference must name something the rows produce."""
     if not isinstance(cell, str):
         where.fail(at, f"must be a cell reference string, got {cell!r}", "use teacher, params, CHAIN/GENERATION or CHAIN/ensN")
+    cell, _, metric = cell.partition("@")
+    if metric and metric not in CELL_METRICS:
+        where.fail(at, f"unknown cell metric '@{metric}'", f"use one of {', '.join('@' + m for m in CELL_METRICS)}")
     if cell in ("teacher", "params"):
         return
     chain_name, _, part = cell.partition("/")

@@ -7,7 +7,8 @@ Layout of ``<out>/<sweep>/``::
     models/<key>/history.json  per-epoch reports
     models/<key>/summary.json  final metrics; its presence marks the model finished
     models/<key>/failed.json   why a model failed (NaN loss, ...)
-    predictions/<key>.arrow    test logits as fp16 (Arrow IPC), with the labels
+    predictions/<key>.arrow    test logits as fp16 (Arrow IPC), with the labels; for a language model
+                               each test token's target log-probability and top token
     results.parquet, table.md  written by ray_ban.results
 """
 
@@ -79,14 +80,19 @@ class RunStore:
         path = self.model_dir(key) / "history.json"
         return json.loads(path.read_text()) if path.is_file() else []
 
-    def save_model(self, key: str, state_dict: dict, test_logits: torch.Tensor, labels: torch.Tensor,
-                   history: list[dict], summary: dict) -> None:
-        """Store a finished model; summary.json goes last, so a crash leaves it unfinished, not corrupt."""
+    def save_model(self, key: str, state_dict: dict, predictions: dict, history: list[dict], summary: dict) -> None:
+        """Store a finished model; summary.json goes last, so a crash leaves it unfinished, not corrupt.
+
+        ``predictions`` is the generation's ``test_predictions()``: ``logits`` and ``label`` for an
+        image model, per-token ``target_logprob``, ``argmax`` and ``label`` for a language model."""
         folder = self.model_dir(key)
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
         atomic_write_bytes(folder / "model.pt", buffer.getvalue())
-        self.save_predictions(key, test_logits, labels)
+        if "logits" in predictions:
+            self.save_predictions(key, predictions["logits"], predictions["label"])
+        else:
+            self.save_token_predictions(key, predictions)
         atomic_write_json(folder / "history.json", history)
         (folder / "failed.json").unlink(missing_ok=True)
         atomic_write_json(folder / "summary.json", summary)
@@ -109,17 +115,34 @@ class RunStore:
             "logits": pa.FixedSizeListArray.from_arrays(values, classes),
             "label": pa.array(labels.cpu().numpy().astype("int64")),
         })
+        self._write_arrow(key, table)
 
+    def save_token_predictions(self, key: str, predictions: dict) -> None:
+        """A language model's test stream: each target token's log-probability (float32), the model's
+        top token and the target. Full distributions over a 10k vocabulary would be 100x larger; the
+        target's probability is all an ensemble's perplexity needs."""
+        table = pa.table({
+            "target_logprob": pa.array(predictions["target_logprob"].float().cpu().numpy()),
+            "argmax": pa.array(predictions["argmax"].cpu().numpy().astype("int32")),
+            "label": pa.array(predictions["label"].cpu().numpy().astype("int64")),
+        })
+        self._write_arrow(key, table)
+
+    def _write_arrow(self, key: str, table: pa.Table) -> None:
         def write(temp: Path) -> None:
             with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
 
         atomic_write_with(self.prediction_path(key), write)
 
+    def prediction_table(self, key: str) -> pa.Table:
+        """The stored prediction file of a model as an Arrow table."""
+        with pa.memory_map(str(self.prediction_path(key))) as source:
+            return pa.ipc.open_file(source).read_all()
+
     def load_predictions(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits as float32 (N, C), labels (N,)) of a stored model."""
-        with pa.memory_map(str(self.prediction_path(key))) as source:
-            table = pa.ipc.open_file(source).read_all()
+        table = self.prediction_table(key)
         column = table.column("logits").combine_chunks()
         classes = column.type.list_size
         logits = torch.from_numpy(column.flatten().to_numpy(zero_copy_only=False).astype("float32")).view(-1, classes)

@@ -118,13 +118,15 @@ def with_search(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
         return plan
     chain = searching.chain_to_search(plan)
     try:
-        parsed = searching.parse_search(raw, plan.source, chain, plan.recipe)
+        parsed = searching.parse_search(raw, plan.source, chain, plan.recipe_for(chain))
     except SpaceError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape the checks did not foresee
         raise SpaceError(f"{plan.source}: search: not a valid search section ({type(error).__name__}: {error}); "
                          "see search_spaces/banl-search.yaml") from None
-    if not plan.validation_size:
+    from .data import is_text
+
+    if not plan.validation_size and not is_text(plan.dataset):  # a text corpus has its own validation split
         raise UsageError(f"{plan.source}: a search selects on a validation split held out from train, and this plan has "
                          "none: set validation_size (e.g. validation_size: 5000)")
     return replace(plan, search=parsed.to_dict())
@@ -155,8 +157,11 @@ def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
                 models.check_pair(teacher.architecture, student.architecture, classes, **student.model_kwargs)
             except ValueError as error:
                 raise UsageError(f"{plan.source}: row {chain.row}, chain {chain.name}: {error}") from None
-    if plan.recipe.batch_size % args.workers:
-        raise UsageError(f"batch_size {plan.recipe.batch_size} is not divisible by --workers {args.workers}; choose a divisor")
+    for chain in plan.chains:
+        batch_size = plan.recipe_for(chain).batch_size
+        if batch_size % args.workers:
+            raise UsageError(f"batch_size {batch_size} (row {chain.row}) is not divisible by --workers {args.workers}; "
+                             "choose a divisor")
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     if local and args.gpus_per_worker > 0 and torch.cuda.device_count() == 0:
         # caught before anything is written; a remote cluster is checked once Ray has joined it
@@ -247,7 +252,7 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "chain_id": chain_id,
         "trainings": [t.__dict__ for t in trainings],
         "teachers": [t.__dict__ for t in teachers],
-        "recipe": plan.recipe.to_dict(),
+        "recipe": (plan.recipe_of(trainings[0].key) if trainings else plan.recipe).to_dict(),
         "data": {**plan.data_config(), "dataset": absolute_dataset(plan.dataset)},
         "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
         "download": args.download,

@@ -30,6 +30,8 @@ SCALAR_TAGS = {
     "ece": "test/calibration_error",
     "val_error": "val/error",
     "val_loss": "val/loss",
+    "test_perplexity": "test/perplexity",  # language models
+    "val_perplexity": "val/perplexity",
 }
 FINAL_TAGS = ("final/test_error", "final/best_test_error", "final/parameters")
 HPARAM_TYPES = (bool, int, float, str)
@@ -57,7 +59,7 @@ def plan_runs(plan, searched: Optional[dict] = None) -> dict[str, dict]:
                 name = model_run_name(chain.row, f"teacher-s{chain.seed}", 0)
             else:
                 name = model_run_name(chain.row, f"{chain.name}-s{chain.seed}", training.generation)
-            hp = _hparams(plan, plan.recipe, chain, training)
+            hp = _hparams(plan, plan.recipe_for(chain), chain, training)
             hp.update((searched or {}).get(chain.chain_id, {}))
             runs[training.key] = {"run": name, "hparams": clean_hparams(hp)}
     return runs
@@ -115,8 +117,11 @@ class GenerationLog:
         """Final metrics for the HParams table, then the session's end status."""
         if summary is not None:
             step = int(summary.get("epochs") or 0)
-            for tag, value in zip(FINAL_TAGS, (summary["final_test_error"], summary["best_test_error"], summary["parameters"])):
-                self.writer.add_scalar(tag, value, step)
+            values = (summary.get("final_test_error"), summary.get("best_test_error"), summary.get("parameters"),
+                      summary.get("test_perplexity"))
+            for tag, value in zip(FINAL_TAGS + ("final/test_perplexity",), values):
+                if value is not None:  # an LM ensemble has a perplexity but no error; image models no perplexity
+                    self.writer.add_scalar(tag, value, step)
         _write_session_end(self.writer, failed)
         self.writer.close()
 
@@ -148,8 +153,11 @@ def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
                             "loss": r["loss"], "generation": r["generation"], "seed": r["seed"], "dataset": r["dataset"],
                             "preset": r["preset"], "members": ",".join(str(m) for m in r["members"])})
         log = GenerationLog(root, run, hp)
-        log.writer.add_scalar("test/error", r["final_test_error"], r["generation"])
+        for tag, field in (("test/error", "final_test_error"), ("test/perplexity", "test_perplexity")):
+            if r.get(field) is not None:
+                log.writer.add_scalar(tag, r[field], r["generation"])
         log.finish({"final_test_error": r["final_test_error"], "best_test_error": r["best_test_error"],
+                    "test_perplexity": r.get("test_perplexity"),
                     "parameters": r["parameters"], "epochs": r["generation"]})
         written += 1
     return written

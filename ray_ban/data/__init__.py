@@ -1,17 +1,23 @@
-"""Datasets as uint8 tensor splits, and the device-resident loader that batches them (no Ray here)."""
+"""Datasets as uint8 image splits or token-id streams, and the device-resident loaders that batch them (no Ray here)."""
 
 from .loader import DeviceLoader
-from .sources import check_dataset, dataset_names, default_root, load_dataset, num_classes_of, synthetic
+from .sources import check_dataset, dataset_names, default_root, is_text, load_dataset, num_classes_of, synthetic
 from .splits import DataError, ImageSplits
+from .text import BPTTLoader, TextSplits, generated_corpus, load_ptb
 
 __all__ = [
+    "BPTTLoader",
     "DataError",
     "DeviceLoader",
     "ImageSplits",
+    "TextSplits",
     "check_dataset",
     "dataset_names",
     "default_root",
+    "generated_corpus",
+    "is_text",
     "load_dataset",
+    "load_ptb",
     "num_classes_of",
     "synthetic",
 ]

@@ -1,7 +1,8 @@
 """Dataset sources: torchvision CIFAR files, Hugging Face image Parquet, and generated synthetic data.
 
 ``load_dataset(spec, root)`` is the one entry point; ``spec`` is ``cifar10``, ``cifar100``,
-``parquet:<dir>``, ``synthetic`` (10 classes) or ``synthetic-100`` (100 classes in 20 superclasses).
+``parquet:<dir>``, ``synthetic`` (10 classes) or ``synthetic-100`` (100 classes in 20 superclasses)
+for images, and ``ptb:<dir>`` (word-level Penn Treebank) or ``synthetic-text`` (generated) for text.
 """
 
 from __future__ import annotations
@@ -9,33 +10,51 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .splits import DataError, ImageSplits
+from .text import SYNTHETIC_TEXT_SIZES, TextSplits, generated_corpus, load_ptb, missing_ptb, ptb_error, ptb_vocab
 
 SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 2000)}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+SYNTHETIC_TEXT = "synthetic-text"
 
 
 def dataset_names() -> list[str]:
     """The dataset specs this module understands."""
-    return ["cifar10", "cifar100", "parquet:<dir>", *SYNTHETIC_SIZES]
+    return ["cifar10", "cifar100", "parquet:<dir>", *SYNTHETIC_SIZES, "ptb:<dir>", SYNTHETIC_TEXT]
+
+
+def is_text(spec: str) -> bool:
+    """Whether ``spec`` names a text corpus (token streams for language models) rather than images."""
+    return spec == SYNTHETIC_TEXT or spec.startswith("ptb:")
 
 
 def num_classes_of(spec: str) -> Optional[int]:
-    """The class count a spec implies without loading it (None for Parquet, read from its labels)."""
+    """The class count (vocabulary size for text) a spec implies without decoding images; None if unknown here."""
     if spec in SYNTHETIC_SIZES:
         return SYNTHETIC_SIZES[spec][0]
+    if spec == SYNTHETIC_TEXT:
+        return SYNTHETIC_TEXT_SIZES["vocab_size"]
+    if spec.startswith("ptb:"):
+        folder = spec.split(":", 1)[1]
+        return None if missing_ptb(folder) else len(ptb_vocab(folder))
     return {"cifar10": 10, "cifar100": 100}.get(spec)
 
 
 def check_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> None:
     """Raise DataError if the dataset cannot be loaded, without decoding it (for --dry-run)."""
-    if spec in SYNTHETIC_SIZES:
+    if spec in SYNTHETIC_SIZES or spec == SYNTHETIC_TEXT:
+        return
+    if spec.startswith("ptb:"):
+        folder = spec.split(":", 1)[1]
+        missing = missing_ptb(folder)
+        if missing:
+            raise ptb_error(folder, missing)
         return
     if spec in CIFAR_FOLDERS:
         if not download and not (Path(root or default_root()) / CIFAR_FOLDERS[spec]).is_dir():
@@ -48,8 +67,12 @@ def check_dataset(spec: str, root: Optional[str] = None, download: bool = False)
     raise DataError(f"unknown dataset '{spec}': use one of {', '.join(dataset_names())}")
 
 
-def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> ImageSplits:
-    """Load the named dataset as uint8 splits; a one-line DataError when it is missing or malformed."""
+def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> Union[ImageSplits, TextSplits]:
+    """Load the named dataset (uint8 image splits, or token streams for text); a one-line DataError when it is missing or malformed."""
+    if spec == SYNTHETIC_TEXT:
+        return generated_corpus(**SYNTHETIC_TEXT_SIZES, name=spec)
+    if spec.startswith("ptb:"):
+        return load_ptb(spec.split(":", 1)[1])
     if spec in SYNTHETIC_SIZES:
         classes, train, test = SYNTHETIC_SIZES[spec]
         return synthetic(classes, train, test, name=spec)

@@ -1,4 +1,4 @@
-"""Model registry: build the paper's CIFAR architectures by name, count them, share stems with teachers.
+"""Model registry: build the paper's architectures by name, count them, share stems with teachers.
 
 Pure PyTorch. Families live one per file and register name patterns (``wrn-{d}-{k}``) on import.
 """
@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ban_students, densenet, preresnet, wide_resnet  # noqa: F401  (imports register the families)
+from . import ban_students, densenet, language, preresnet, wide_resnet  # noqa: F401  (imports register the families)
 from .registry import examples, lookup, patterns
 
-__all__ = ["available", "build", "check_pair", "examples", "inherit_from_teacher", "parameter_count"]
+__all__ = [
+    "available", "build", "check_pair", "examples", "inherit_from_teacher", "is_language_model", "parameter_count",
+]
 
 
 def build(name: str, num_classes: int, **kwargs: object) -> nn.Module:
@@ -23,6 +25,11 @@ def build(name: str, num_classes: int, **kwargs: object) -> nn.Module:
 def available() -> list[str]:
     """The registered name patterns (``examples()`` lists the paper's concrete names)."""
     return patterns()
+
+
+def is_language_model(name: str) -> bool:
+    """Whether ``name`` builds a language model (token ids in, next-token logits out); unknown names raise."""
+    return lookup(name)[0].__module__ == language.__name__
 
 
 def parameter_count(model: nn.Module) -> int:
