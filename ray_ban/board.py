@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
+from .store import RunStore, is_uri
 from .tensorboard_runs import board_root
 
 
@@ -25,12 +27,21 @@ def free_port(host: str) -> int:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ray_ban.board", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a sweep's folder, <out>/<sweep> (or its tensorboard/ folder)")
+    parser.add_argument("sweep_dir", help="a sweep's folder, <out>/<sweep> (or its tensorboard/ folder), or its storage URI")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for every interface)")
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     args = parser.parse_args(argv)
-    folder = Path(args.sweep_dir)
-    logdir = folder if folder.name == "tensorboard" else board_root(folder)
+    if is_uri(args.sweep_dir):  # a sweep in cloud storage: serve a snapshot of its runs (rerun to refresh)
+        logdir = Path(tempfile.mkdtemp(prefix="ray-ban-board-"))
+        try:
+            RunStore(args.sweep_dir).download_folder("tensorboard", logdir)
+        except (OSError, ValueError) as error:  # pyarrow's errors derive from these
+            print(f"ray-ban board: error: cannot read {args.sweep_dir}/tensorboard ({type(error).__name__}); check the "
+                  "URI and its credentials", file=sys.stderr)
+            return 2
+    else:
+        folder = Path(args.sweep_dir)
+        logdir = folder if folder.name == "tensorboard" else Path(board_root(folder))
     if not logdir.is_dir():
         print(f"ray-ban board: error: {logdir} not found: point at a sweep folder (<out>/<sweep>) that has trained "
               "at least one model", file=sys.stderr)

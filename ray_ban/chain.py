@@ -94,7 +94,8 @@ def chain_trial(trial_config: dict) -> dict:
             ),
             run_config=RunConfig(
                 name=config["chain_id"],
-                storage_path=str(Path(config["run_dir"]) / "ray"),
+                storage_path=store.path("ray"),
+                storage_filesystem=store.fs,
                 failure_config=FailureConfig(max_failures=config.get("max_failures", 3)),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 callbacks=[TuneReportCallback()],

@@ -189,11 +189,10 @@ def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: i
     target_rank = parts[2] if len(parts) > 2 else 0
     if (training.generation, epoch, rank) != (parts[0], parts[1], target_rank):
         return
-    marker = Path(store.root) / "faults" / f"{training.key}-e{epoch}-r{rank}"
-    if marker.exists():
+    marker = f"faults/{training.key}-e{epoch}-r{rank}"
+    if store.exists(marker):
         return
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.touch()
+    store.write_bytes(marker, b"")
     os.kill(os.getpid(), signal.SIGKILL)
 
 

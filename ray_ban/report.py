@@ -19,7 +19,7 @@ from typing import Optional
 
 from .results import paper_table, read_results
 from .spaces import CELL_METRICS, SweepPlan
-from .store import atomic_write_bytes, atomic_write_with
+from .store import RunStore
 
 ERROR_FIGURE = "error_by_generation.png"
 CURVES_FIGURE = "learning_curves.png"
@@ -29,13 +29,17 @@ class ReportError(ValueError):
     """The folder holds no readable sweep results."""
 
 
-def load(run_dir: Path) -> tuple[list[dict], SweepPlan]:
+def load(store: RunStore) -> tuple[list[dict], SweepPlan]:
     """The rows of results.parquet and the plan stored with them."""
-    path = run_dir / "results.parquet"
-    if not path.is_file():
+    path = store.uri("results.parquet")
+    try:
+        found = store.exists("results.parquet")
+    except Exception as error:  # noqa: BLE001  (a storage URI that cannot be reached: one line)
+        raise ReportError(f"cannot read {path} ({type(error).__name__}); check the folder or the storage URI") from None
+    if not found:
         raise ReportError(f"{path} not found: point at a sweep folder (<out>/<sweep>) that has written results")
     try:
-        table = read_results(run_dir)
+        table = read_results(store.location)
         plan = SweepPlan.from_dict(json.loads(table.schema.metadata[b"plan"]))
     except Exception as error:  # pyarrow, JSON or a plan from another version: one line, no traceback
         raise ReportError(f"{path} is not a ray-ban results file ({type(error).__name__}); rerun the sweep with --resume") from None
@@ -88,7 +92,7 @@ def _panels(records: list[dict], plan: SweepPlan, height: float):
     return fig, rows, list(axes.flat)[: len(rows)]
 
 
-def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> None:
+def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, path: str) -> None:
     """One panel per row: test error against generation, ours (filled) and the paper's (hollow)."""
     from matplotlib.ticker import MaxNLocator
 
@@ -132,10 +136,10 @@ def error_by_generation(records: list[dict], plan: SweepPlan, path: Path) -> Non
     fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; hollow red = paper",
                  fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, store, path)
 
 
-def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
+def learning_curves(records: list[dict], plan: SweepPlan, store: RunStore, path: str) -> None:
     """One panel per row: test error per epoch along each chain (generation k starts at k x epochs)."""
     fig, rows, axes = _panels(records, plan, 3.4)
     for ax, row in zip(axes, rows):
@@ -156,13 +160,13 @@ def learning_curves(records: list[dict], plan: SweepPlan, path: Path) -> None:
             ax.legend(fontsize=6)
     fig.suptitle(f"{plan.name}: learning curves", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    _save(fig, store, path)
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, store: RunStore, path: str) -> None:
     import matplotlib.pyplot as plt
 
-    atomic_write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=110))
+    store.write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -227,20 +231,19 @@ def _num(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write report.md and both figures into the sweep folder; returns report.md's path."""
-    run_dir = Path(run_dir)
-    records, plan = load(run_dir)
-    error_by_generation(records, plan, run_dir / ERROR_FIGURE)
-    learning_curves(records, plan, run_dir / CURVES_FIGURE)
-    path = run_dir / "report.md"
-    atomic_write_bytes(path, markdown(records, plan).encode())
-    return path
+def write_report(location: str | Path) -> str:
+    """Write report.md and both figures into the sweep folder (local or storage URI); returns report.md's location."""
+    store = RunStore(location)
+    records, plan = load(store)
+    error_by_generation(records, plan, store, ERROR_FIGURE)
+    learning_curves(records, plan, store, CURVES_FIGURE)
+    store.write_bytes("report.md", markdown(records, plan).encode())
+    return store.uri("report.md")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ray_ban.report", description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="a sweep's folder, <out>/<sweep>")
+    parser.add_argument("sweep_dir", help="a sweep's folder, <out>/<sweep>, or its storage URI")
     args = parser.parse_args(argv)
     try:
         path = write_report(args.sweep_dir)

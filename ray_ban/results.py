@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from . import metrics
 from .recipe import Recipe
 from .spaces import CELL_METRICS, Chain, SweepPlan, Training
-from .store import RunStore, atomic_write_bytes, atomic_write_with
+from .store import RunStore
 
 SCHEMA = pa.schema([
     ("sweep", pa.string()), ("row", pa.string()), ("chain", pa.string()), ("role", pa.string()),
@@ -66,7 +66,7 @@ def _search_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
 
     template = chain_to_search(plan)
     rows = [_model_row(plan, store, template, template.root, [template.row])]
-    outcome = read_outcome(store.root) or {"trials": [], "best": None}
+    outcome = read_outcome(store) or {"trials": [], "best": None}
     for trial in outcome["trials"]:
         chain = Chain.from_dict(trial["chain"])
         recipe = Recipe.from_dict(trial["recipe"])
@@ -163,8 +163,8 @@ def write_results(plan: SweepPlan, store: RunStore) -> pa.Table:
     """Write ``results.parquet`` (atomically) and ``table.md``; returns the Arrow table."""
     table = pa.Table.from_pylist(collect_rows(plan, store), schema=SCHEMA)
     table = table.replace_schema_metadata({"sweep": plan.name, "plan": json.dumps(plan.to_dict(), default=str)})
-    atomic_write_with(store.root / "results.parquet", lambda temp: pq.write_table(table, temp))
-    atomic_write_bytes(store.root / "table.md", (paper_table(plan, table) + "\n").encode())
+    store.write_with("results.parquet", lambda temp: pq.write_table(table, temp))
+    store.write_bytes("table.md", (paper_table(plan, table) + "\n").encode())
     return table
 
 
@@ -219,6 +219,7 @@ def _format(values: list[float], ref: str) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def read_results(run_dir: str | Path) -> pa.Table:
-    """Read a sweep's results back with plain pyarrow."""
-    return pq.read_table(Path(run_dir) / "results.parquet")
+def read_results(location: str | Path) -> pa.Table:
+    """Read a sweep's results back with plain pyarrow (a local folder or a storage URI)."""
+    store = RunStore(location)
+    return pq.read_table(store.path("results.parquet"), filesystem=store.fs)

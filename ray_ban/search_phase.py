@@ -17,7 +17,7 @@ import yaml
 
 from . import search as searching
 from .spaces import SweepPlan, read_yaml
-from .store import RunStore, atomic_write_bytes, atomic_write_json
+from .store import RunStore
 
 SEARCH_FILE = "search.json"
 BEST_FILE = "best.yaml"
@@ -28,7 +28,7 @@ def trial_name(trial) -> str:
     return f"trial{trial.trial_id.rsplit('_', 1)[-1]}"
 
 
-def run_search(plan: SweepPlan, base: dict, run_dir: Path, store: RunStore, max_concurrent: int, progress) -> dict:
+def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int, progress) -> dict:
     """Run every trial; write search.json; returns {trial chain_id: error or None}."""
     import ray
     from ray import tune
@@ -49,13 +49,13 @@ def run_search(plan: SweepPlan, base: dict, run_dir: Path, store: RunStore, max_
             scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
-        run_config=tune.RunConfig(name="search", storage_path=str((run_dir / "ray").resolve()), verbose=0,
-                                  callbacks=[progress]),
+        run_config=tune.RunConfig(name="search", storage_path=store.path("ray"), storage_filesystem=store.fs,
+                                  verbose=0, callbacks=[progress]),
     )
     trials = [_outcome(result, plan, chain, store, search.metric) for result in tuner.fit()]
     trials.sort(key=lambda t: t["trial"])
     best = select_best(trials)
-    atomic_write_json(store.root / SEARCH_FILE, {"metric": search.metric, "mode": "min", "search": search.to_dict(),
+    store.write_json(SEARCH_FILE, {"metric": search.metric, "mode": "min", "search": search.to_dict(),
                                                  "best": best and best["trial"], "trials": trials})
     return {f"{chain.chain_id}.{t['trial']}": t["error"] for t in trials}
 
@@ -92,9 +92,9 @@ def select_best(trials: list[dict]) -> Optional[dict]:
     return min(complete, key=lambda t: t["metric_value"]) if complete else None
 
 
-def write_best(plan: SweepPlan, run_dir: Path, stream: TextIO) -> Optional[Path]:
+def write_best(plan: SweepPlan, store: RunStore, stream: TextIO) -> Optional[str]:
     """Print the chosen values and write best.yaml, a search-space file that reruns them without the search."""
-    outcome = read_outcome(run_dir)
+    outcome = read_outcome(store)
     if outcome is None:
         return None
     best = next((t for t in outcome["trials"] if t["trial"] == outcome["best"]), None)
@@ -111,19 +111,16 @@ def write_best(plan: SweepPlan, run_dir: Path, stream: TextIO) -> Optional[Path]
     space = searching.best_space(read_yaml(Path(plan.source)), plan.preset, chain, best["hparams"], f"{plan.name}-best")
     header = (f"# Chosen by the search '{plan.name}' ({plan.preset} preset): {best['trial']}, {values}\n"
               f"# {outcome['metric']} {best['metric_value']:.4g} on the validation split; test error {test} "
-              f"(reported, not used to select)\n# rerun: python -m ray_ban.sweep {run_dir / BEST_FILE} --preset {plan.preset}\n")
-    path = run_dir / BEST_FILE
-    atomic_write_bytes(path, (header + yaml.safe_dump(space, sort_keys=False)).encode())
+              f"(reported, not used to select)\n# rerun: python -m ray_ban.sweep {store.uri(BEST_FILE)} --preset {plan.preset}\n")
+    path = store.uri(BEST_FILE)
+    store.write_bytes(BEST_FILE, (header + yaml.safe_dump(space, sort_keys=False)).encode())
     print(f"ray-ban: search: best configuration written to {path}", file=stream)
     return path
 
 
-def read_outcome(run_dir: str | Path) -> Optional[dict]:
+def read_outcome(store: RunStore) -> Optional[dict]:
     """search.json of a run folder, or None for a sweep without a search."""
-    import json
-
-    path = Path(run_dir) / SEARCH_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return store.read_json(SEARCH_FILE) if store.exists(SEARCH_FILE) else None
 
 
 def _short(value) -> str:

@@ -1,4 +1,9 @@
-"""The run folder of one sweep on disk, with every file written atomically (temp name, then rename).
+"""The run folder of one sweep, on a local disk or in cloud storage, every file written whole.
+
+``RunStore(location)`` takes a local path or a URI that ``pyarrow.fs`` understands (``s3://bucket/runs``,
+``gs://...``, with options such as ``?endpoint_override=host:port&scheme=http``), so Train workers on
+any node read teachers from and write models to the same place. Local files are written to a
+temporary name and renamed; an object store makes an upload visible only once it is complete.
 
 Layout of ``<out>/<sweep>/``::
 
@@ -17,12 +22,47 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
+import tempfile
+import urllib.parse
 import uuid
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import pyarrow as pa
-import torch
+import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    import torch
+
+
+def is_uri(location: str | Path) -> bool:
+    """True for ``scheme://...`` locations (cloud storage); plain paths are local."""
+    return "://" in str(location)
+
+
+def split_location(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A local path or a storage URI -> (pyarrow filesystem, path inside it)."""
+    if not is_uri(location):
+        return pafs.LocalFileSystem(), str(Path(location).expanduser().resolve())
+    fs, path = pafs.FileSystem.from_uri(str(location))
+    return fs, path.rstrip("/")
+
+
+def join(location: str | Path, *parts: str) -> str:
+    """``location``/parts, keeping a URI's query (its storage options) at the end."""
+    if not is_uri(location):
+        return str(Path(location, *parts))
+    url = urllib.parse.urlsplit(str(location))
+    path = "/".join([url.path.rstrip("/"), *parts])
+    return urllib.parse.urlunsplit((url.scheme, url.netloc, path, url.query, ""))
+
+
+def sync_folder(local_dir: str | Path, location: str) -> None:
+    """Copy a local folder's files to ``location`` (a storage URI), replacing what is there."""
+    fs, path = split_location(location)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(local_dir), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -55,59 +95,138 @@ def atomic_write_json(path: Path, value) -> None:
 
 
 class RunStore:
-    """Reads and writes the files of one sweep's run folder."""
+    """Reads and writes the files of one sweep's run folder (local path or storage URI)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, location: str | Path):
+        self.location = str(location)
+        self.fs, self.base = split_location(self.location)
+        self.remote = not isinstance(self.fs, pafs.LocalFileSystem)  # file:// URIs stay local and atomic
 
-    def model_dir(self, key: str) -> Path:
-        return self.root / "models" / key
+    def path(self, relative: str) -> str:
+        """The path of ``relative`` inside the store's filesystem (a local path for a local store)."""
+        return f"{self.base}/{relative}"
 
-    def prediction_path(self, key: str) -> Path:
-        return self.root / "predictions" / f"{key}.arrow"
+    def uri(self, relative: str) -> str:
+        """``relative`` as a location other processes can open (a path, or a URI with the store's options)."""
+        return join(self.location, relative)
+
+    # -- plain files ----------------------------------------------------------------------------
+    def exists(self, relative: str) -> bool:
+        return self.fs.get_file_info(self.path(relative)).type != pafs.FileType.NotFound
+
+    def read_bytes(self, relative: str) -> bytes:
+        with self.fs.open_input_stream(self.path(relative)) as stream:
+            return stream.read()
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """The file holds either its old content or all of the new, never a part."""
+        if not self.remote:
+            atomic_write_bytes(Path(self.path(relative)), data)
+            return
+        with self.fs.open_output_stream(self.path(relative)) as stream:  # visible once the upload completes
+            stream.write(data)
+
+    def write_with(self, relative: str, writer: Callable[[Path], None]) -> None:
+        """Let ``writer`` fill a local temporary file, then put it in place whole."""
+        if not self.remote:
+            atomic_write_with(Path(self.path(relative)), writer)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            temp = Path(folder) / Path(relative).name
+            writer(temp)
+            self.write_bytes(relative, temp.read_bytes())
+
+    def read_json(self, relative: str):
+        return json.loads(self.read_bytes(relative))
+
+    def write_json(self, relative: str, value) -> None:
+        self.write_bytes(relative, (json.dumps(value, indent=1, sort_keys=True, default=str) + "\n").encode())
+
+    def delete(self, relative: str) -> None:
+        if self.exists(relative):
+            self.fs.delete_file(self.path(relative))
+
+    def is_empty(self) -> bool:
+        """True if the folder does not exist or holds nothing."""
+        info = self.fs.get_file_info(self.base)
+        if info.type == pafs.FileType.NotFound:
+            return True
+        return not self.fs.get_file_info(pafs.FileSelector(self.base, recursive=False))
+
+    def clear(self) -> None:
+        """Delete the whole run folder (``--overwrite``)."""
+        if self.fs.get_file_info(self.base).type != pafs.FileType.NotFound:
+            self.fs.delete_dir(self.base)
+
+    def upload_folder(self, local_dir: str | Path, relative: str) -> None:
+        """Copy a local folder (TensorBoard runs staged on a worker) to ``relative``."""
+        if not self.remote:
+            shutil.copytree(local_dir, self.path(relative), dirs_exist_ok=True)
+            return
+        sync_folder(local_dir, self.uri(relative))
+
+    def download_folder(self, relative: str, local_dir: str | Path) -> None:
+        pafs.copy_files(self.path(relative), str(local_dir), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+
+    # -- models ---------------------------------------------------------------------------------
+    def model_file(self, key: str, name: str) -> str:
+        return f"models/{key}/{name}"
+
+    def prediction_file(self, key: str) -> str:
+        return f"predictions/{key}.arrow"
+
+    def prediction_path(self, key: str) -> str:
+        return self.path(self.prediction_file(key))
 
     def is_done(self, key: str) -> bool:
-        return (self.model_dir(key) / "summary.json").is_file()
+        return self.exists(self.model_file(key, "summary.json"))
 
     def failure(self, key: str) -> Optional[str]:
-        path = self.model_dir(key) / "failed.json"
-        return json.loads(path.read_text())["message"] if path.is_file() else None
+        name = self.model_file(key, "failed.json")
+        return self.read_json(name)["message"] if self.exists(name) else None
 
     def summary(self, key: str) -> dict:
-        return json.loads((self.model_dir(key) / "summary.json").read_text())
+        return self.read_json(self.model_file(key, "summary.json"))
 
     def history(self, key: str) -> list[dict]:
-        path = self.model_dir(key) / "history.json"
-        return json.loads(path.read_text()) if path.is_file() else []
+        name = self.model_file(key, "history.json")
+        return self.read_json(name) if self.exists(name) else []
 
     def save_model(self, key: str, state_dict: dict, predictions: dict, history: list[dict], summary: dict) -> None:
         """Store a finished model; summary.json goes last, so a crash leaves it unfinished, not corrupt.
 
         ``predictions`` is the generation's ``test_predictions()``: ``logits`` and ``label`` for an
         image model, per-token ``target_logprob``, ``argmax`` and ``label`` for a language model."""
-        folder = self.model_dir(key)
+        import torch  # imported where needed: the CLI validates input without loading torch
+
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, buffer)
-        atomic_write_bytes(folder / "model.pt", buffer.getvalue())
+        self.write_bytes(self.model_file(key, "model.pt"), buffer.getvalue())
         if "logits" in predictions:
             self.save_predictions(key, predictions["logits"], predictions["label"])
         else:
             self.save_token_predictions(key, predictions)
-        atomic_write_json(folder / "history.json", history)
-        (folder / "failed.json").unlink(missing_ok=True)
-        atomic_write_json(folder / "summary.json", summary)
+        self.write_json(self.model_file(key, "history.json"), history)
+        self.delete(self.model_file(key, "failed.json"))
+        self.write_json(self.model_file(key, "summary.json"), summary)
 
     def save_failure(self, key: str, message: str) -> None:
-        atomic_write_json(self.model_dir(key) / "failed.json", {"message": message})
+        self.write_json(self.model_file(key, "failed.json"), {"message": message})
 
     def clear_failure(self, key: str) -> None:
-        (self.model_dir(key) / "failed.json").unlink(missing_ok=True)
+        self.delete(self.model_file(key, "failed.json"))
 
     def load_state(self, key: str) -> dict:
-        return torch.load(self.model_dir(key) / "model.pt", map_location="cpu", weights_only=True)
+        import torch
 
-    def save_predictions(self, key: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        return torch.load(io.BytesIO(self.read_bytes(self.model_file(key, "model.pt"))), map_location="cpu",
+                          weights_only=True)
+
+    def save_predictions(self, key: str, logits: "torch.Tensor", labels: "torch.Tensor") -> None:
         """Test logits as an fp16 fixed-size-list column plus the int labels, as an Arrow IPC file."""
+        import torch
+
         logits = logits.detach().to(torch.float16).cpu()
         classes = logits.shape[1]
         values = pa.array(logits.flatten().numpy(), type=pa.float16())
@@ -129,19 +248,20 @@ class RunStore:
         self._write_arrow(key, table)
 
     def _write_arrow(self, key: str, table: pa.Table) -> None:
-        def write(temp: Path) -> None:
-            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-
-        atomic_write_with(self.prediction_path(key), write)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        self.write_bytes(self.prediction_file(key), sink.getvalue().to_pybytes())
 
     def prediction_table(self, key: str) -> pa.Table:
         """The stored prediction file of a model as an Arrow table."""
-        with pa.memory_map(str(self.prediction_path(key))) as source:
+        with self.fs.open_input_file(self.prediction_path(key)) as source:
             return pa.ipc.open_file(source).read_all()
 
-    def load_predictions(self, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_predictions(self, key: str) -> tuple["torch.Tensor", "torch.Tensor"]:
         """(logits as float32 (N, C), labels (N,)) of a stored model."""
+        import torch
+
         table = self.prediction_table(key)
         column = table.column("logits").combine_chunks()
         classes = column.type.list_size

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
-import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 from . import spaces
 from .data import DataError, check_dataset, num_classes_of
 from .spaces import SpaceError, SweepPlan, Training
+from .store import RunStore, is_uri, join
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -53,7 +53,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir>, synthetic, synthetic-100")
     parser.add_argument("--data-root", help="folder holding torchvision dataset files")
     parser.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
-    parser.add_argument("--out", default="./runs", help="output folder; the sweep writes <out>/<sweep>/ (default ./runs)")
+    parser.add_argument("--out", default="./runs",
+                        help="output folder or storage URI (s3://bucket/runs, gs://...); the sweep writes <out>/<sweep>/ "
+                             "(default ./runs)")
     parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
@@ -196,39 +198,49 @@ def describe_plan(plan: SweepPlan) -> str:
     return "\n".join(lines)
 
 
-def prepare_run_dir(run_dir: Path, plan: SweepPlan, resume: bool, overwrite: bool) -> None:
-    """Create or reuse the run folder; refuse to mix another sweep's results into it."""
-    manifest = run_dir / "sweep.json"
+def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> None:
+    """Create or reuse the run folder (local or in storage); refuse to mix another sweep's results into it."""
+    import pyarrow as pa
+    from pyarrow.fs import FileType
+
+    where = store.location
     identity = {"name": plan.name, "source": str(Path(plan.source).resolve()), "preset": plan.preset,
                 "dataset": plan.dataset}
     if plan.search:
         identity["search"] = plan.search  # another search into the same folder would mix two populations
-    if manifest.is_file() and not overwrite:
+    try:
+        kind = store.fs.get_file_info(store.base).type
+        has_manifest = kind == FileType.Directory and store.exists("sweep.json")
+    except (OSError, pa.ArrowException) as error:
+        raise UsageError(f"cannot read {where} ({_first_line(error)}): check the path or the storage URI and its "
+                         "credentials") from None
+    if has_manifest and not overwrite:
         try:
-            existing = json.loads(manifest.read_text()).get("identity", {})
+            existing = store.read_json("sweep.json").get("identity", {})
         except (OSError, ValueError, AttributeError):
             existing = {"name": "unreadable sweep.json"}
         if existing != identity:  # another sweep's results: never mixed in, never replaced silently
             if resume:
-                raise UsageError(f"{run_dir} holds sweep {existing} but this is {identity}: --resume only continues the "
+                raise UsageError(f"{where} holds sweep {existing} but this is {identity}: --resume only continues the "
                                  "same sweep; use --overwrite or another --out")
-            raise UsageError(f"{run_dir} already holds a sweep ({existing.get('name')}, preset {existing.get('preset')}): "
+            raise UsageError(f"{where} already holds a sweep ({existing.get('name')}, preset {existing.get('preset')}): "
                              "pass --overwrite to replace it, or choose another --out")
         # the same sweep again (after a crash, or to finish it): continue it, as --resume would
-    elif run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
-        raise UsageError(f"{run_dir} exists and is not a ray-ban run folder: choose another --out or pass --overwrite")
-    if overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
+    elif kind == FileType.File or (kind == FileType.Directory and not store.is_empty() and not overwrite):
+        raise UsageError(f"{where} exists and is not a ray-ban run folder: choose another --out or pass --overwrite")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise UsageError(f"cannot write to {run_dir} ({error.strerror}): choose a writable --out") from None
-    from .store import atomic_write_json
+        if overwrite:
+            store.clear()
+        store.fs.create_dir(store.base, recursive=True)
+        store.write_bytes(".write-test", b"ok")
+        store.delete(".write-test")
+        store.write_json("sweep.json", {"identity": identity, "plan": plan.to_dict()})
+    except (OSError, pa.ArrowException) as error:
+        raise UsageError(f"cannot write to {where} ({_first_line(error)}): choose a writable --out") from None
 
-    atomic_write_json(manifest, {"identity": identity, "plan": plan.to_dict()})
+
+def _first_line(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _quiet_ray_logs(log_path: Path) -> None:
@@ -242,7 +254,7 @@ def _quiet_ray_logs(log_path: Path) -> None:
 
 
 def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teachers: list[Training],
-                 run_dir: Path, args: argparse.Namespace, metric: str, board_runs: dict) -> dict:
+                 location: str, args: argparse.Namespace, metric: str, board_runs: dict) -> dict:
     """The plain-data config of one trial (one chain); everything a worker needs, no objects.
 
     ``board_runs`` is ``tensorboard_runs.plan_runs(plan)``, computed once per sweep."""
@@ -256,14 +268,21 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "data": {**plan.data_config(), "dataset": absolute_dataset(plan.dataset)},
         "data_root": str(Path(args.data_root).resolve()) if args.data_root else None,
         "download": args.download,
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": location,
         "resources": {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker,
                       "gpus_per_worker": args.gpus_per_worker},
         "max_failures": args.max_failures,
         "metric": metric,
         "compile": args.compile,
-        "board": {"root": str(board_root(run_dir).resolve()), "runs": {t.key: board_runs[t.key] for t in trainings}},
+        "board": {"root": board_root(location), "runs": {t.key: board_runs[t.key] for t in trainings}},
     }
+
+
+def run_location(out: str, name: str) -> str:
+    """``<out>/<sweep>``: an absolute local path (workers run in Ray's own folders) or a storage URI."""
+    if is_uri(out):
+        return join(out, name)
+    return str((Path(out).expanduser() / name).resolve())
 
 
 def absolute_dataset(spec: str) -> str:
@@ -296,7 +315,7 @@ def check_resources(args: argparse.Namespace) -> int:
     return max(1, fits)
 
 
-def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int, progress) -> dict[str, Optional[str]]:
+def run_phase(name: str, configs: list[dict], store, max_concurrent: int, progress) -> dict[str, Optional[str]]:
     """One Tune run over trial configs; returns chain_id -> error message (None on success)."""
     import ray
     from ray import tune
@@ -313,7 +332,7 @@ def run_phase(name: str, configs: list[dict], run_dir: Path, max_concurrent: int
             trial_name_creator=lambda trial: trial.config["chain"]["chain_id"],
             trial_dirname_creator=lambda trial: trial.config["chain"]["chain_id"],
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str((run_dir / "ray").resolve()), verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=store.path("ray"), storage_filesystem=store.fs, verbose=0,
                                   callbacks=[progress]),
     )
     outcome = {}
@@ -329,14 +348,13 @@ def _trial_error_line(error: BaseException) -> str:
     return (failed[-1] if failed else text[-1] if text else repr(error)).split("ChainFailed: ")[-1]
 
 
-def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
+def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
     """Start or join Ray, train generation 0 then the chains, write results; returns the exit code."""
     import ray
 
     from .chain import DRIVER_RESOURCE
     from .generations import AUDIT_ENV, FAULT_ENV
     from .results import write_results
-    from .store import RunStore
     from .tensorboard_runs import board_root, write_ensemble_runs
 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -358,25 +376,27 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, run_dir: Path) -> int:
         env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         init_kwargs["num_cpus"] = os.cpu_count()
         init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
-    log_path = run_dir / "logs" / "ray.log"
+    # Ray's own logs stay on this machine: in the run folder, or beside it for a storage URI (uploaded at the end)
+    log_path = (Path(tempfile.gettempdir()) / "ray-ban-logs" / plan.name if store.remote else Path(store.base) / "logs") / "ray.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    store = RunStore(run_dir)
     with open(log_path, "a") as log_file, _ray_output_to(log_file) as terminal:
         ray.init(address=address, **init_kwargs)
         _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
-        failures = _run_phases(plan, args, run_dir, store, log_path, terminal)
+        failures = _run_phases(plan, args, store, log_path, terminal)
     table = write_results(plan, store)
-    write_ensemble_runs(table.to_pylist(), board_root(run_dir))
-    _write_report(run_dir)
-    code = _report(plan, table, failures, run_dir, started)
+    write_ensemble_runs(table.to_pylist(), board_root(store.location))
+    _write_report(store.location)
+    if store.remote:
+        store.write_bytes("logs/ray.log", log_path.read_bytes())
+    code = _report(plan, table, failures, store, started)
     if plan.search:
         from .search_phase import write_best
 
-        write_best(plan, run_dir, sys.stdout)
+        write_best(plan, store, sys.stdout)
     return code
 
 
-def _write_report(run_dir: Path) -> None:
+def _write_report(run_dir: str) -> None:
     """report.md and its figures; a plotting failure must not fail a sweep whose results are written."""
     from .report import write_report
 
@@ -408,7 +428,7 @@ def _ray_output_to(log_file):
             os.close(copy)
 
 
-def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store, log_path: Path, terminal) -> dict:
+def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path, terminal) -> dict:
     """Generation 0 first (teachers, baselines), then the distillation chains; chain_id -> error or None."""
     import ray
 
@@ -427,13 +447,14 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
               file=terminal, flush=True)
         roots = [searching.chain_to_search(plan).root] if plan.search else plan.roots()
         board_runs = plan_runs(plan)  # TensorBoard run names and hyperparameters of every training
-        root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], run_dir, args, metric, board_runs)
+        root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], store.location, args, metric, board_runs)
                         for t in roots if not store.is_done(t.key)]
-        failures = run_phase("generation0", root_configs, run_dir, max_concurrent, progress)
+        failures = run_phase("generation0", root_configs, store, max_concurrent, progress)
         if plan.search:
             chain = searching.chain_to_search(plan)
-            base = trial_config(plan, chain.chain_id, [], [chain.root], run_dir, args, plan.search["metric"], board_runs)
-            failures.update(run_search(plan, base, run_dir, store, max_concurrent, progress))
+            base = trial_config(plan, chain.chain_id, [], [chain.root], store.location, args, plan.search["metric"],
+                                board_runs)
+            failures.update(run_search(plan, base, store, max_concurrent, progress))
             return failures
         chain_configs, skipped = [], {}
         for chain in plan.distilled_chains():
@@ -442,16 +463,16 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, run_dir: Path, store,
                 continue
             if all(store.is_done(t.key) for t in chain.generations):
                 continue
-            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], run_dir, args,
-                                              metric, board_runs))
+            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], store.location,
+                                              args, metric, board_runs))
         failures.update(skipped)
-        failures.update(run_phase("chains", chain_configs, run_dir, max_concurrent, progress))
+        failures.update(run_phase("chains", chain_configs, store, max_concurrent, progress))
     finally:
         ray.shutdown()
     return failures
 
 
-def _report(plan: SweepPlan, table, failures: dict, run_dir: Path, started: float) -> int:
+def _report(plan: SweepPlan, table, failures: dict, store, started: float) -> int:
     """Print the paper-style table and the failures; the exit code."""
     from .results import paper_table
 
@@ -459,7 +480,7 @@ def _report(plan: SweepPlan, table, failures: dict, run_dir: Path, started: floa
     failed = {k: v for k, v in failures.items() if v}
     for chain_id, message in failed.items():
         print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr)
-    print(f"ray-ban: results in {run_dir / 'results.parquet'} ({table.num_rows} rows); "
+    print(f"ray-ban: results in {store.uri('results.parquet')} ({table.num_rows} rows); "
           f"{time.perf_counter() - started:.0f} s", flush=True)
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -478,13 +499,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.dry_run:
             print(describe_plan(plan))
             return EXIT_OK
-        run_dir = Path(args.out) / plan.name
-        prepare_run_dir(run_dir, plan, args.resume, args.overwrite)
+        store = RunStore(run_location(args.out, plan.name))
+        prepare_run_dir(store, plan, args.resume, args.overwrite)
     except (SpaceError, DataError, UsageError) as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        return run_sweep(plan, args, run_dir)
+        return run_sweep(plan, args, store)
     except UsageError as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
+from pyarrow.fs import FileType
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+from .store import is_uri, join, split_location, sync_folder
 
 # EpochReport field -> scalar tag
 SCALAR_TAGS = {
@@ -37,8 +41,9 @@ FINAL_TAGS = ("final/test_error", "final/best_test_error", "final/parameters")
 HPARAM_TYPES = (bool, int, float, str)
 
 
-def board_root(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "tensorboard"
+def board_root(location: str | Path) -> str:
+    """The TensorBoard folder of a run folder (a local path or a storage URI)."""
+    return join(location, "tensorboard")
 
 
 def model_run_name(row: str, chain_name: str, generation: int) -> str:
@@ -101,7 +106,12 @@ class GenerationLog:
     """
 
     def __init__(self, root: str | Path, run: str, hparams: dict, start_epoch: int = 0):
-        self.writer = SummaryWriter(log_dir=str(Path(root) / run), purge_step=start_epoch + 1, flush_secs=10)
+        # Storage URIs: write to a local staging folder and upload the run after every epoch (a resumed
+        # attempt adds its own event file beside the first, and purge_step still applies across them)
+        self.remote = join(root, run) if is_uri(root) and not str(root).startswith("file://") else None
+        self.staging = tempfile.mkdtemp(prefix="ray-ban-tb-") if self.remote else None
+        log_dir = self.staging if self.remote else str(Path(str(root).removeprefix("file://")) / run)
+        self.writer = SummaryWriter(log_dir=log_dir, purge_step=start_epoch + 1, flush_secs=10)
         _, start, _ = hparams_summaries(hparams, {})
         self.writer.file_writer.add_summary(start)
 
@@ -112,6 +122,11 @@ class GenerationLog:
             if value is not None and value == value:  # skip None and NaN (undefined for this model)
                 self.writer.add_scalar(tag, value, step)
         self.writer.flush()
+        self._upload()
+
+    def _upload(self) -> None:
+        if self.remote:
+            sync_folder(self.staging, self.remote)
 
     def finish(self, summary: Optional[dict], failed: bool = False) -> None:
         """Final metrics for the HParams table, then the session's end status."""
@@ -124,6 +139,9 @@ class GenerationLog:
                     self.writer.add_scalar(tag, value, step)
         _write_session_end(self.writer, failed)
         self.writer.close()
+        self._upload()
+        if self.staging:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _write_session_end(writer: SummaryWriter, failed: bool) -> None:
@@ -139,6 +157,13 @@ def _write_session_end(writer: SummaryWriter, failed: bool) -> None:
         Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=SummaryMetadata(plugin_data=plugin))]))
 
 
+def _remove_run(root: str | Path, run: str) -> None:
+    """Delete a run folder before rewriting it whole (local or in storage)."""
+    fs, path = split_location(join(root, run))
+    if fs.get_file_info(path).type != FileType.NotFound:
+        fs.delete_dir(path)
+
+
 def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
     """One run per finished ensemble of results.parquet's rows, rewritten whole each time; returns how many."""
     written = 0
@@ -148,7 +173,7 @@ def write_ensemble_runs(records: list[dict], root: str | Path) -> int:
         chain_name, _, ensemble = r["chain"].partition("/")  # "<chain>/<ensemble name>"
         trial = f"{r['trial']}/" if r.get("trial") else ""  # a search's trials share the chain's name
         run = f"{r['row']}/{chain_name}-s{r['seed']}/{trial}{ensemble}"
-        shutil.rmtree(Path(root) / run, ignore_errors=True)
+        _remove_run(root, run)
         hp = clean_hparams({"row": r["row"], "chain": r["chain"], "role": "ensemble", "architecture": r["architecture"],
                             "loss": r["loss"], "generation": r["generation"], "seed": r["seed"], "dataset": r["dataset"],
                             "preset": r["preset"], "members": ",".join(str(m) for m in r["members"])})
