@@ -76,7 +76,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparams_session(finished_sweep)
             assert TEACHER_TAGS <= set(tags[run]), (run, tags[run])
         assert {"test/error", "final/test_error"} <= set(tags["A/ban-s0/ens2"])
         language_only = {"test/perplexity", "val/perplexity"}
-    assert set(SCALAR_TAGS.values()) - {"val/error", "val/loss"} - language_only <= set().union(*tags.values())
+        assert set(SCALAR_TAGS.values()) - {"val/error", "val/loss"} - language_only <= set().union(*tags.values())
 
         experiment = _get(f"{url}/data/plugin/hparams/experiment", {"experimentName": ""})
         hparam_names = {h["name"] for h in experiment["hparamInfos"]}
