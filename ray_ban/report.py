@@ -29,8 +29,9 @@ class ReportError(ValueError):
     """The folder holds no readable sweep results."""
 
 
-def load(store: RunStore) -> tuple[list[dict], SweepPlan]:
-    """The rows of results.parquet and the plan stored with them."""
+def load(location: str | Path) -> tuple[list[dict], SweepPlan]:
+    """The rows of results.parquet and the plan stored with them (a local folder or a storage URI)."""
+    store = RunStore(location)
     path = store.uri("results.parquet")
     try:
         found = store.exists("results.parquet")
@@ -234,7 +235,7 @@ def _num(value: Optional[float]) -> str:
 def write_report(location: str | Path) -> str:
     """Write report.md and both figures into the sweep folder (local or storage URI); returns report.md's location."""
     store = RunStore(location)
-    records, plan = load(store)
+    records, plan = load(location)
     error_by_generation(records, plan, store, ERROR_FIGURE)
     learning_curves(records, plan, store, CURVES_FIGURE)
     store.write_bytes("report.md", markdown(records, plan).encode())

@@ -1,17 +1,14 @@
-"""Faults and bad input with real processes: a Train worker SIGKILLed mid-generation, a whole sweep
-SIGKILLed and resumed, and randomly broken search-space files (hypothesis)."""
+"""Faults and bad input with real processes: a Train worker of a data-parallel chain SIGKILLed
+mid-generation, a NaN chain, and randomly broken search-space files (hypothesis). A whole sweep
+SIGKILLed and resumed from its object storage is in test_storage.py."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,72 +26,50 @@ CHAIN = {
 }
 
 
-def model_dirs(run: Path) -> dict[int, Path]:
-    """generation -> model folder, from the stored summaries' configs in results.parquet."""
-    rows = pq.read_table(run / "results.parquet").to_pylist()
-    return {r["generation"]: run / "models" / r["model_key"] for r in rows if r["role"] != "ensemble"}
-
-
-def test_a_killed_worker_is_restarted_and_resumes_from_its_last_epoch(tmp_path):
+def test_faults_in_a_data_parallel_chain(tmp_path):
+    """One sweep, three faults: rank 1 of a two-worker chain SIGKILLs itself after generation 1's first
+    epoch (restarted, resumed from the checkpoint), the ranks must still train disjoint shards and end
+    identical, and a chain whose loss turns NaN fails alone, at once, without retries."""
+    space = dict(CHAIN, rows=[{"row": "A", "teacher": "wrn-10-1", "paper": {"Teacher": 10.0}, "chains": {
+        "ban": {"loss": "ban", "generations": 2},
+        "broken": {"loss": "ban+l", "loss_params": {"label_weight": float("nan")}, "ensembles": {}}}}])
     path = tmp_path / "faults.yaml"
-    path.write_text(yaml.safe_dump(CHAIN))
-    # rank 0 SIGKILLs itself once, right after the checkpoint of generation 1, epoch 1
-    result = run_sweep(path, tmp_path / "runs", env={"RAY_BAN_FAULT": "1:1"})
-    assert result.returncode == 0, result.stdout + result.stderr
+    path.write_text(yaml.safe_dump(space))
+    audit = tmp_path / "audit"
+    result = run_sweep(path, tmp_path / "runs", "--workers", "2", "--cpus-per-worker", "0.5",
+                       env={"RAY_BAN_FAULT": "1:1:1", "RAY_BAN_AUDIT_DIR": str(audit)})
+    assert result.returncode == 1, result.stdout + result.stderr  # one chain failed; the others finished
     run = tmp_path / "runs" / "faults"
     assert len(list((run / "faults").iterdir())) == 1  # the kill happened
-    rows = pq.read_table(run / "results.parquet").to_pylist()
-    assert sorted((r["role"], r["generation"]) for r in rows) == [
-        ("ensemble", 2), ("student", 1), ("student", 2), ("teacher", 0)]  # the shape of an uninterrupted run
-    assert all(r["status"] == "ok" for r in rows)
-    gen1 = model_dirs(run)[1]
-    history = json.loads((gen1 / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 came from the checkpoint, not trained twice
+
+    # the killed chain: the shape of an uninterrupted run, epoch 1 from the checkpoint, not trained twice
+    rows = {(r["chain"], r["role"], r["generation"]): r for r in pq.read_table(run / "results.parquet").to_pylist()}
+    assert {k for k, r in rows.items() if r["status"] == "ok"} == {
+        (None, "teacher", 0), ("ban", "student", 1), ("ban", "student", 2), ("ban/ens2", "ensemble", 2)}
+    gen1 = run / "models" / rows[("ban", "student", 1)]["model_key"]
+    assert [h["epoch"] for h in json.loads((gen1 / "history.json").read_text())] == [1, 2]
     board = EventAccumulator(str(run / "tensorboard" / "A" / "ban-s0" / "gen1"))
     board.Reload()
     assert [e.step for e in board.Scalars("test/error")] == [1, 2]
 
+    # data parallelism survived the restart: disjoint equal shards every epoch, identical replicas
+    trained = [rows[(None, "teacher", 0)], rows[("ban", "student", 1)], rows[("ban", "student", 2)]]
+    for row in trained:
+        model = audit / row["model_key"]
+        for epoch in (1, 2):
+            shards = [set(json.loads((model / f"rank{r}-epoch{epoch}.json").read_text())) for r in (0, 1)]
+            assert len(shards[0]) == len(shards[1]) == 256 and not shards[0] & shards[1]
+        digests = [json.loads((model / f"rank{r}-weights.json").read_text()) for r in (0, 1)]
+        assert digests[0] == digests[1]
+    first = audit / trained[0]["model_key"]
+    assert json.loads((first / "rank0-epoch1.json").read_text()) != json.loads((first / "rank0-epoch2.json").read_text())
 
-def test_a_sigkilled_sweep_resumes_without_retraining_or_duplicates(tmp_path):
-    space = dict(CHAIN, name="crash", recipe={"epochs": 2, "batch_size": 64, "lr": 0.05},
-                 rows=[{"row": "A", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 3}}}],
-                 columns={"Teacher": "teacher", "BAN-3": "ban/3"})
-    path = tmp_path / "crash.yaml"
-    path.write_text(yaml.safe_dump(space))
-    out = tmp_path / "runs"
-    run = out / "crash"
-    command = [sys.executable, "-m", "ray_ban.sweep", str(path), "--out", str(out)]
-    sweep_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
-    deadline = time.time() + 400
-    while time.time() < deadline:  # kill once the teacher and generation 1 are stored
-        if len(list(run.glob("models/*/summary.json"))) >= 2:
-            break
-        time.sleep(0.2)
-    else:
-        sweep_process.kill()
-        pytest.fail("the sweep never stored two models")
-    os.killpg(sweep_process.pid, signal.SIGKILL)  # the driver, its Ray cluster, every worker: a lost machine
-    sweep_process.wait()
-    done_before = {p.parent.name: json.loads(p.read_text())["finished_at"] for p in run.glob("models/*/summary.json")}
-    assert 2 <= len(done_before) < 4 and not (run / "results.parquet").exists()
-
-    result = run_sweep(path, out)  # the same command again: it continues the same sweep
-    assert result.returncode == 0, result.stdout + result.stderr
-    after = {p.parent.name: json.loads(p.read_text()) for p in run.glob("models/*/summary.json")}
-    assert len(after) == 4
-    for key, finished_at in done_before.items():
-        assert after[key]["finished_at"] == finished_at, f"{key} was trained again"
-    for key in after:
-        history = json.loads((run / "models" / key / "history.json").read_text())
-        assert [h["epoch"] for h in history] == [1, 2], key
-    rows = pq.read_table(run / "results.parquet").to_pylist()
-    keys = [r["model_key"] for r in rows]
-    assert len(keys) == len(set(keys)) and {r["status"] for r in rows} == {"ok"}  # no duplicate rows
-    assert sorted(r["generation"] for r in rows if r["role"] != "ensemble") == [0, 1, 2, 3]
-    for arrow in (run / "predictions").glob("*.arrow"):  # every stored prediction file opens whole
-        with pa.memory_map(str(arrow)) as source:
-            assert pa.ipc.open_file(source).read_all().num_rows == 200
+    # the NaN chain: failed once, named, no traceback, no retries spent on a deterministic NaN
+    broken = rows[("broken", "student", 1)]
+    assert broken["status"] == "failed" and "generation 1" in broken["message"]
+    assert "FAILED A.broken.seed0" in result.stderr and "training loss is nan at epoch 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.count("[A.broken.seed0] gen 1/1") == 0
 
 
 def test_gpus_asked_of_a_machine_without_any_are_refused_before_writing(tmp_path):

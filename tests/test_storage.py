@@ -1,34 +1,46 @@
 """A sweep whose run folder is in S3-compatible object storage (a local moto server speaking the S3
-protocol), read back with pyarrow's S3 filesystem: workers write models there, Ray Train and Tune
-keep their checkpoints and state there, and the report and TensorBoard runs go there too."""
+protocol), read back with pyarrow's S3 filesystem. The sweep is SIGKILLed mid-chain (driver, Ray
+and workers: a lost machine) and the same command run again: it resumes from what is in the bucket,
+retrains nothing, and leaves no duplicate rows and no partial files."""
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sweep_helpers import run_sweep
+from sweep_helpers import ROOT, run_sweep
 
 moto_server = pytest.importorskip("moto.server", reason="moto (a dev dependency) serves S3 locally for this test")
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_EC2_METADATA_DISABLED": "true"}
 SPACE = {
-    "name": "bucketed", "dataset": "synthetic", "seeds": [0], "train_subset": 256, "test_subset": 100,
-    "recipe": {"epochs": 1, "batch_size": 64, "lr": 0.05}, "columns": {"Teacher": "teacher", "BAN-1": "ban/1"},
-    "rows": [{"row": "A", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 2}}}],
+    "name": "crash", "dataset": "synthetic", "seeds": [0], "train_subset": 512, "test_subset": 200,
+    "recipe": {"epochs": 2, "batch_size": 64, "lr": 0.05}, "columns": {"Teacher": "teacher", "BAN-3": "ban/3"},
+    "rows": [{"row": "A", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 3}}}],
 }
+RUN = "ray-ban/runs/crash"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture
 def bucket(monkeypatch):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
@@ -39,46 +51,70 @@ def bucket(monkeypatch):
     server.stop()
 
 
-def test_a_sweep_writes_its_whole_run_folder_to_object_storage(bucket, tmp_path):
+def summaries(fs) -> dict[str, dict]:
+    """model key -> summary.json of every finished model in the bucket."""
+    found = {}
+    for info in fs.get_file_info(pafs.FileSelector(f"{RUN}/models", recursive=True, allow_not_found=True)):
+        if info.base_name == "summary.json":
+            found[info.path.split("/")[-2]] = json.loads(fs.open_input_stream(info.path).read())
+    return found
+
+
+def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_path):
     fs, uri = bucket
-    space = tmp_path / "bucketed.yaml"
+    space = tmp_path / "crash.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    result = run_sweep(space, uri, env=CREDENTIALS)
+    command = [sys.executable, "-m", "ray_ban.sweep", str(space), "--out", uri]
+    sweep_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
+    deadline = time.time() + 400
+    while time.time() < deadline:  # kill once the teacher and generation 1 are stored in the bucket
+        if len(summaries(fs)) >= 2:
+            break
+        time.sleep(0.5)
+    else:
+        sweep_process.kill()
+        pytest.fail("the sweep never stored two models: " + sweep_process.stdout.read().decode()[-2000:])
+    os.killpg(sweep_process.pid, signal.SIGKILL)  # the driver, its Ray cluster, every worker: a lost machine
+    sweep_process.wait()
+    done_before = {key: s["finished_at"] for key, s in summaries(fs).items()}
+    assert 2 <= len(done_before) < 4
+    assert fs.get_file_info(f"{RUN}/results.parquet").type == pafs.FileType.NotFound
+
+    result = run_sweep(space, uri)  # the same command again: it continues the same sweep, from the bucket
     assert result.returncode == 0, result.stdout + result.stderr
-    run = "ray-ban/runs/bucketed"
-    table = pq.read_table(f"{run}/results.parquet", filesystem=fs)
-    rows = table.to_pylist()
-    assert sorted((r["role"], r["generation"]) for r in rows) == [
-        ("ensemble", 2), ("student", 1), ("student", 2), ("teacher", 0)]
-    assert all(r["status"] == "ok" for r in rows)
+    after = summaries(fs)
+    assert len(after) == 4
+    for key, finished_at in done_before.items():
+        assert after[key]["finished_at"] == finished_at, f"{key} was trained again"
+    rows = pq.read_table(f"{RUN}/results.parquet", filesystem=fs).to_pylist()
+    keys = [r["model_key"] for r in rows]
+    assert len(keys) == len(set(keys)) and {r["status"] for r in rows} == {"ok"}  # no duplicate rows
+    assert sorted(r["generation"] for r in rows if r["role"] != "ensemble") == [0, 1, 2, 3]
     for r in rows:
-        if r["role"] != "ensemble":  # every model's files were written by its Train worker straight to the bucket
-            files = {info.base_name for info in fs.get_file_info(pafs.FileSelector(f"{run}/models/{r['model_key']}"))}
-            assert files == {"model.pt", "history.json", "summary.json"}
-            assert fs.get_file_info(f"{run}/predictions/{r['model_key']}.arrow").size > 0
-    names = {info.path.removeprefix(run + "/") for info in fs.get_file_info(pafs.FileSelector(run, recursive=True))}
+        if r["role"] == "ensemble":
+            continue
+        # each model's files were written by its Train worker straight to the bucket, and open whole
+        model = f"{RUN}/models/{r['model_key']}"
+        history = json.loads(fs.open_input_stream(f"{model}/history.json").read())
+        assert [h["epoch"] for h in history] == [1, 2]
+        with fs.open_input_file(f"{RUN}/predictions/{r['model_key']}.arrow") as source:
+            assert pa.ipc.open_file(source).read_all().num_rows == 200
+
+    names = {info.path.removeprefix(RUN + "/") for info in fs.get_file_info(pafs.FileSelector(RUN, recursive=True))}
     assert {"sweep.json", "table.md", "report.md", "error_by_generation.png", "logs/ray.log"} <= names
     assert any(n.startswith("ray/chains/experiment_state-") for n in names)  # Tune's experiment state
     assert any(n.startswith("ray/A.ban.seed0/checkpoint_") for n in names)  # Train's epoch checkpoints
-    assert any(n.startswith("tensorboard/A/ban-s0/gen2/events.out.tfevents") for n in names)
-    assert any(n.startswith("tensorboard/A/ban-s0/ens2/events.out.tfevents") for n in names)
-    manifest = json.loads(fs.open_input_stream(f"{run}/sweep.json").read())
-    assert manifest["identity"]["name"] == "bucketed"
-    assert not (tmp_path / "runs").exists() and "s3://ray-ban/runs/bucketed/results.parquet" in result.stdout
-
-    again = run_sweep(space, uri, env=CREDENTIALS)  # the same command again: every model is found finished
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "epoch" not in again.stdout
-    assert pq.read_table(f"{run}/results.parquet", filesystem=fs).num_rows == len(rows)
+    assert any(n.startswith("tensorboard/A/ban-s0/gen3/events.out.tfevents") for n in names)
+    assert any(n.startswith("tensorboard/A/ban-s0/ens3/events.out.tfevents") for n in names)
+    assert "s3://ray-ban/runs/crash/results.parquet" in result.stdout
+    assert not (ROOT / "runs" / "crash").exists()  # nothing was written to a local folder instead
 
 
 def test_an_unreachable_storage_uri_is_one_line_and_exit_2(tmp_path):
-    space = tmp_path / "bucketed.yaml"
+    space = tmp_path / "crash.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens here
     env = {**CREDENTIALS, "AWS_MAX_ATTEMPTS": "1"}
-    result = run_sweep(space, f"s3://nowhere/runs?endpoint_override=127.0.0.1:{port}&scheme=http", env=env)
+    result = run_sweep(space, f"s3://nowhere/runs?endpoint_override=127.0.0.1:{free_port()}&scheme=http", env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot" in result.stderr and "Traceback" not in result.stderr
