@@ -61,6 +61,15 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+def check_distillation(student: nn.Module, teacher: Optional[nn.Module], loss: str, loss_params: Optional[dict]) -> None:
+    """ValueError unless the loss, its parameters and the teacher make a generation (shared by both engines)."""
+    check_loss_params(loss, loss_params or {})
+    if loss in NEEDS_TEACHER and teacher is None:
+        raise ValueError(f"loss '{loss}' needs a teacher model")
+    if teacher is not None and teacher is student:
+        raise ValueError("the teacher and the student are the same object: the distillation term would be zero")
+
+
 class Generation:
     """Trains one student for one generation, optionally distilled from a frozen ``teacher``."""
 
@@ -78,13 +87,9 @@ class Generation:
         compile: bool = False,
         channels_last: bool = True,
     ):
-        check_loss_params(loss, loss_params or {})
+        check_distillation(student, teacher, loss, loss_params)
         if recipe.schedule == "plateau":
             raise ValueError("schedule 'plateau' is for language models (LanguageGeneration); use multistep, onecycle, cosine or constant")
-        if loss in NEEDS_TEACHER and teacher is None:
-            raise ValueError(f"loss '{loss}' needs a teacher model")
-        if teacher is not None and teacher is student:
-            raise ValueError("the teacher and the student are the same object: the distillation term would be zero")
         self.device = torch.device(device)
         self.rank, self.world_size = world()
         self.recipe, self.loss_name, self.seed = recipe, loss, seed

@@ -17,8 +17,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .data.text import BPTTLoader, TextSplits
-from .engine import EpochReport, NonFiniteLoss, world
-from .losses import NEEDS_TEACHER, check_loss_params, get_loss
+from .engine import EpochReport, NonFiniteLoss, check_distillation, world
+from .losses import get_loss
 from .metrics import TokenMetrics
 from .recipe import Recipe, lr_factor
 
@@ -48,11 +48,7 @@ class LanguageGeneration:
         seed: int = 0,
         compile: bool = False,
     ):
-        check_loss_params(loss, loss_params or {})
-        if loss in NEEDS_TEACHER and teacher is None:
-            raise ValueError(f"loss '{loss}' needs a teacher model")
-        if teacher is not None and teacher is student:
-            raise ValueError("the teacher and the student are the same object: the distillation term would be zero")
+        check_distillation(student, teacher, loss, loss_params)
         for role, model in (("student", student), ("teacher", teacher)):
             if model is None:
                 continue

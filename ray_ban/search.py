@@ -207,12 +207,16 @@ def tune_space(search: Search) -> dict:
     return space
 
 
-def searcher(search: Search):
-    """Tune's search algorithm: random/grid sampling, or Optuna's TPE (needs the 'search' extra)."""
+def searcher(search: Search, max_concurrent: int):
+    """Tune's search algorithm: random/grid sampling, or Optuna's TPE (needs the 'search' extra).
+
+    Tune applies ``max_concurrent_trials`` to a Searcher (Optuna) but ignores it for a
+    BasicVariantGenerator passed in, which must be given the limit itself: without it every trial
+    starts at once and their Train workers queue for CPUs while their controllers hold memory."""
     if search.search_alg != "optuna":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=search.seed)
+        return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=search.seed)

@@ -53,9 +53,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir>, synthetic, synthetic-100")
     parser.add_argument("--data-root", help="folder holding torchvision dataset files")
     parser.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
-    parser.add_argument("--out", default="./runs",
-                        help="output folder or storage URI (s3://bucket/runs, gs://...); the sweep writes <out>/<sweep>/ "
-                             "(default ./runs)")
+    parser.add_argument("--out", "--storage", dest="out", default="./runs",
+                        help="where the sweep writes <out>/<sweep>/: a folder (local or NFS) or a storage URI "
+                             "(s3://bucket/runs, gs://...); default ./runs")
     parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
     parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
