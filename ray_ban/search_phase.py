@@ -45,7 +45,7 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
         param_space=searching.tune_space(search),
         tune_config=tune.TuneConfig(
             metric=search.metric, mode="min", num_samples=search.num_samples,
-            search_alg=searching.searcher(search, max_concurrent),
+            search_alg=searching.searcher(search),
             scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
