@@ -116,9 +116,10 @@ def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]
                         chain.generations[-1].loss_params, chain.seed)
         row.update(chain=f"{chain.name}/{name}", members=list(members), model_key=f"{chain.chain_id}.{name}",
                    config=json.dumps({"members": [t.key for t in trainings]}))
-        if all(store.is_done(t.key) for t in trainings) and _is_token_stream(store, trainings[0].key):
+        done = all(store.is_done(t.key) for t in trainings)
+        if done and "target_logprob" in store.prediction_columns(trainings[0].key):
             row.update(_token_ensemble(store, trainings))
-        elif all(store.is_done(t.key) for t in trainings):
+        elif done:
             predictions = [store.load_predictions(t.key) for t in trainings]
             labels = predictions[0][1]
             logits = metrics.ensemble_logits([p[0] for p in predictions])
@@ -131,10 +132,6 @@ def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]
             row["status"] = "pending"
         rows.append(row)
     return rows
-
-
-def _is_token_stream(store: RunStore, key: str) -> bool:
-    return "target_logprob" in store.prediction_table(key).column_names
 
 
 def _token_ensemble(store: RunStore, trainings: list[Training]) -> dict:

@@ -47,8 +47,8 @@ class Search:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
-    def trials(self) -> Optional[int]:
-        """How many chains the search trains: grid points x num_samples (None while a sampler decides)."""
+    def trials(self) -> int:
+        """How many chains the search trains: grid points x num_samples."""
         points = 1
         for spec in self.space.values():
             kind, values = parse_spec("", spec)
@@ -143,8 +143,7 @@ def _check_parameter(name: str, kind: str, values: list, chain: Chain, recipe: R
         raise ValueError(f"{name}: cannot be searched; use one of {', '.join(known)}")
     if name in INTEGER_PARAMS and kind in ("uniform", "loguniform"):
         raise ValueError(f"{name}: is a whole number; use randint, choice or grid")
-    probes = values if kind in ("choice", "grid") else values  # the bounds stand for a range
-    for value in probes:
+    for value in values:  # every listed value, or both bounds of a range
         apply_hparams_checked(name, value, chain, recipe)
 
 

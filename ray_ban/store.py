@@ -253,6 +253,11 @@ class RunStore:
             writer.write_table(table)
         self.write_bytes(self.prediction_file(key), sink.getvalue().to_pybytes())
 
+    def prediction_columns(self, key: str) -> list[str]:
+        """The column names of a model's prediction file, read from its schema alone (no data)."""
+        with self.fs.open_input_file(self.prediction_path(key)) as source:
+            return pa.ipc.open_file(source).schema.names
+
     def prediction_table(self, key: str) -> pa.Table:
         """The stored prediction file of a model as an Arrow table."""
         with self.fs.open_input_file(self.prediction_path(key)) as source:

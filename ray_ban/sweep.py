@@ -240,7 +240,11 @@ def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> No
 
 
 def _first_line(error: BaseException) -> str:
-    return getattr(error, "strerror", None) or str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """An OS or storage error as a short phrase: its strerror, else its first line, else its type."""
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    return getattr(error, "strerror", None) or text.splitlines()[0]
 
 
 def _quiet_ray_logs(log_path: Path) -> None:
