@@ -6,7 +6,7 @@ synthetic images with 256 held out for validation. Reported: the search's wall t
 sum of the chains' own training time (epochs and evaluation, the models' ``wall_time_s`` in
 results.parquet), and the same with ASHA stopping chains early.
 
-    .venv/bin/python benchmarks/search_overhead.py
+    .venv/bin/python benchmarks/search_overhead.py [fifo] [asha]
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ def run(scheduler: str) -> dict:
         path = Path(folder) / "space.yaml"
         path.write_text(yaml.safe_dump({**SPACE, "search": {**SPACE["search"], "scheduler": scheduler}}))
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", str(path), "--out", f"{folder}/runs",
-                                 "--cpus-per-worker", "0.5"], capture_output=True, text=True, cwd=ROOT,
-                                env={**os.environ, "RAY_ADDRESS": ""})
+        log = Path(tempfile.gettempdir()) / f"search_overhead_{scheduler}.log"  # progress lines, to watch a long run
+        with log.open("w") as out:
+            result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", str(path), "--out", f"{folder}/runs",
+                                     "--cpus-per-worker", "0.5"], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                    env={**os.environ, "RAY_ADDRESS": ""})
         wall = time.perf_counter() - started
         if result.returncode != 0:
-            raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
+            raise RuntimeError(log.read_text()[-4000:])
         rows = pq.read_table(Path(folder) / "runs" / "bench-search" / "results.parquet").to_pylist()
     models = [r for r in rows if r["role"] != "ensemble" and r["status"] == "ok"]
     teacher = sum(r["wall_time_s"] for r in models if r["role"] == "teacher")
@@ -56,7 +58,7 @@ def run(scheduler: str) -> dict:
 
 def main() -> None:
     results = []
-    for scheduler in ("fifo", "asha"):
+    for scheduler in sys.argv[1:] or ("fifo", "asha"):
         r = run(scheduler)
         results.append(r)
         print(f"  {scheduler}: {r['trials']} trials ({r['stopped']} stopped), wall {r['wall_s']:.0f} s, training "

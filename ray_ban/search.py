@@ -206,16 +206,15 @@ def tune_space(search: Search) -> dict:
     return space
 
 
-def searcher(search: Search):
+def searcher(search: Search, max_concurrent: int):
     """Tune's search algorithm: random/grid sampling, or Optuna's TPE (needs the 'search' extra).
 
-    Known defect: Tune ignores ``max_concurrent_trials`` for a BasicVariantGenerator passed in, so a
-    random or grid search starts every trial at once (see BENCHMARKS.md); passing the limit here made
-    the ASHA test's outcome change, and that is not yet resolved."""
+    The concurrency limit goes to the searcher itself: Tune ignores ``TuneConfig.max_concurrent_trials``
+    for a BasicVariantGenerator passed in, and would start every trial at once."""
     if search.search_alg != "optuna":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=search.seed)
+        return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
     from ray.tune.search.optuna import OptunaSearch
 
     return OptunaSearch(seed=search.seed)

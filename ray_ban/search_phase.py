@@ -34,6 +34,7 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
     from ray import tune
 
     from .chain import search_trial, trainable
+    from .placement import ReleaseStoppedChains
 
     search = searching.Search(**plan.search)
     chain = searching.chain_to_search(plan)
@@ -45,12 +46,12 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
         param_space=searching.tune_space(search),
         tune_config=tune.TuneConfig(
             metric=search.metric, mode="min", num_samples=search.num_samples,
-            search_alg=searching.searcher(search),
+            search_alg=searching.searcher(search, max_concurrent),
             scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(name="search", storage_path=store.path("ray"), storage_filesystem=store.fs,
-                                  verbose=0, callbacks=[progress]),
+                                  verbose=0, callbacks=[progress, ReleaseStoppedChains()]),
     )
     trials = [_outcome(result, plan, chain, store, search.metric) for result in tuner.fit()]
     trials.sort(key=lambda t: t["trial"])
