@@ -65,6 +65,20 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
+def update_result(name: str, list_key: str, entries: list[dict], key: str) -> Path:
+    """Merge ``entries`` into the ``list_key`` list of results/<name>.json, replacing those with the same
+    ``key``: a script run for some cases keeps the others' figures. Each entry records when and how it
+    was measured, since the file may then hold entries from several runs."""
+    path = RESULTS / f"{name}.json"
+    kept = json.loads(path.read_text()).get(list_key, []) if path.is_file() else []
+    machine = machine_info()
+    stamped = [{**e, "measured": {"date": machine["date"], "command": machine["command"],
+                                  "loadavg_at_end": machine["loadavg_at_end"]}} for e in entries]
+    new_keys = {e[key] for e in entries}
+    merged = [e for e in kept if e.get(key) not in new_keys] + stamped
+    return write_result(name, {list_key: merged})
+
+
 def _jsonable(value):
     if isinstance(value, torch.Tensor):
         return value.tolist()

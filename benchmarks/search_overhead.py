@@ -68,7 +68,7 @@ def main() -> None:
                         [[r["scheduler"], r["trials"], r["stopped"], r["wall_s"],
                           r["teacher_training_s"] + r["chain_training_s"], r["wall_over_training"],
                           r["overhead_per_trial_s"]] for r in results]))
-    _common.write_result("search_overhead", {"runs": results})
+    _common.update_result("search_overhead", "runs", results, key="scheduler")
 
 
 if __name__ == "__main__":

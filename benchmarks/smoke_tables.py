@@ -39,7 +39,7 @@ def main() -> None:
                      "all_rows_present": set(plan.paper) <= rows_seen,
                      "all_ok": all(r["status"] == "ok" for r in results)})
         print(rows[-1], flush=True)
-    _common.write_result("smoke_tables", {"tables": rows})
+    _common.update_result("smoke_tables", "tables", rows, key="table")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The Ray Tune run of a hyperparameter search: trials of one chain, a searcher, a scheduler.
 
 The shared teacher is trained first (the sweep's generation-0 phase); then every trial rebuilds
-the chain's students with its sampled values and trains them in one TorchTrainer, reporting every
+the chain's students with its sampled values and trains them in one Ray Train run, reporting every
 epoch, so ASHA can stop a chain between any two epochs of any generation. Afterwards the outcome
 of every trial goes to ``search.json`` (read by ``ray_ban.results``), and the best one, chosen on the
 validation metric, to ``best.yaml``, a search-space file that reruns it.

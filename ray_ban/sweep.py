@@ -2,7 +2,7 @@
 
 Two Tune runs: first every distinct generation-0 model (teachers and label-only baselines, each
 trained once however many chains share it), then every distillation chain (one trial = one chain =
-one TorchTrainer). Results go to ``<out>/<sweep>/results.parquet`` and ``table.md``.
+one Ray Train run). Results go to ``<out>/<sweep>/results.parquet`` and ``table.md``.
 Exit codes: 0 success, 1 a chain failed (the others still finish), 2 bad input.
 """
 
