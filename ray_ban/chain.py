@@ -11,13 +11,15 @@ workers' code is ``chain_worker``).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
+from .relay import ReportToTrial, mailbox
 from .store import RunStore
 
 
@@ -42,7 +44,8 @@ class ChainTrainer(DataParallelTrainer):
     where no dashboard answers the State API (local runs), without the PlacementGroupCleaner that
     needs it; ``placement.ReleaseStoppedChains`` frees a stopped chain's group instead. Each actor is
     a Python process of about 2 s of CPU per chain. Measured on two cores, Table 2's smoke sweep:
-    430 s as a TorchTrainer, 337 s without the two actors, 280 s without torch too (BENCHMARKS.md)."""
+    430 s as a TorchTrainer, 337 s without the two actors, 280 s without torch too, and about 220 s
+    with reports relayed by one actor per sweep instead of a queue actor per chain (BENCHMARKS.md)."""
 
     def __init__(self, *args, keep_group_cleaner: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -65,6 +68,7 @@ def chain_trial(trial_config: dict) -> dict:
         store.clear_failure(key)  # a rerun gets a fresh try at a failed model
     if any(not store.is_done(key) for key in keys):
         resources = config["resources"]
+        relay, mail_key = mailbox(tune.get_context().get_trial_id())
         trainer = ChainTrainer(
             chain_worker,
             keep_group_cleaner=resources.get("group_cleaner", True),
@@ -80,11 +84,11 @@ def chain_trial(trial_config: dict) -> dict:
                 storage_filesystem=store.fs,
                 failure_config=FailureConfig(max_failures=config.get("max_failures", 3)),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                callbacks=[TuneReportCallback()],
+                callbacks=[ReportToTrial(relay, mail_key)],
             ),
         )
         try:
-            trainer.fit()
+            fit_reporting(trainer, relay, mail_key)
         except Exception as error:  # TrainingFailedError and friends: name the chain, keep it to one line
             raise ChainFailed(f"chain {config['chain_id']}: workers failed: {str(error).splitlines()[0]}") from None
     failures = [store.failure(key) for key in keys if store.failure(key)]
@@ -92,6 +96,30 @@ def chain_trial(trial_config: dict) -> dict:
         raise ChainFailed(f"chain {config['chain_id']}: {failures[0]}")
     last = config["trainings"][-1]
     return final_metrics(store.summary(last["key"]), last["generation"], last["key"], config["metric"])
+
+
+def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float = 1.0) -> None:
+    """``trainer.fit()`` on a helper thread while this (the trial's) thread hands each report that
+    reaches ``key`` to Tune; raises what ``fit`` raised. After ``fit`` returns, one last take gets
+    every report left, as the controller's puts are awaited."""
+    failure: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as error:  # noqa: BLE001 - re-raised on the trial's thread below
+            failure.append(error)
+
+    thread = threading.Thread(target=fit, daemon=True, name="chain-fit")
+    thread.start()
+    while True:
+        running = thread.is_alive()
+        for metrics in ray.get(relay.take.remote(key, poll_s)):
+            tune.report(metrics)
+        if not running:
+            break
+    if failure:
+        raise failure[0]
 
 
 def final_metrics(summary: dict, generation: int, key: str, metric: str) -> dict[str, Any]:

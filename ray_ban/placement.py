@@ -10,12 +10,15 @@ this Tune callback removes the group once the trial's actor is gone.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import ray
 from ray.tune import Callback
 from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+log = logging.getLogger(__name__)
 
 GROUP_KEY = "placement_group"  # the metric that carries a chain's placement-group id (hex)
 
@@ -29,17 +32,21 @@ def current_group_id() -> str:
 def release_when_gone(actor, group_id: str, wait_s: float = 120.0) -> None:
     """Wait (bounded) for ``actor`` to exit, then remove the placement group ``group_id``.
 
-    Waiting first matters: a live controller whose workers vanish would start a fresh group."""
-    deadline = time.monotonic() + wait_s
-    while actor is not None and time.monotonic() < deadline:
-        try:
-            ray.get(actor.__ray_ready__.remote(), timeout=2)
-        except ray.exceptions.RayActorError:
-            break  # the trial's actor, and so its controller, is gone
-        except ray.exceptions.GetTimeoutError:
-            continue
-        time.sleep(0.5)
-    remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))  # a no-op if already gone
+    Waiting first matters: a live controller whose workers vanish would start a fresh group. Best
+    effort: it runs on a daemon thread, and Ray may already be shut down when it gets to act."""
+    try:
+        deadline = time.monotonic() + wait_s
+        while actor is not None and time.monotonic() < deadline:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=2)
+            except ray.exceptions.RayActorError:
+                break  # the trial's actor, and so its controller, is gone
+            except ray.exceptions.GetTimeoutError:
+                continue
+            time.sleep(0.5)
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))  # no-op if gone
+    except Exception as error:  # noqa: BLE001 - a leaked group costs capacity, never correctness
+        log.debug("could not release placement group %s: %s", group_id, error)
 
 
 class ReleaseStoppedChains(Callback):

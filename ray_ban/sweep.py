@@ -446,10 +446,12 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path
 
     from . import search as searching
     from .progress import ChainProgress
+    from .relay import start_relay
     from .search_phase import run_search
     from .tensorboard_runs import plan_runs
 
     try:
+        relay = start_relay()  # noqa: F841 - the handle is held until both phases' trials have reported
         fits = check_resources(args)
         max_concurrent = args.max_concurrent or fits
         metric = "val_error" if plan.validation_size else "test_error"

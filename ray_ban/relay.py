@@ -1,0 +1,73 @@
+"""Carries every chain's per-epoch reports from Train's controller to its Tune trial through one actor.
+
+Tune's own ``TuneReportCallback`` starts a queue actor for every trial: one more Python process per
+chain, about 2 s of CPU on two cores (BENCHMARKS.md). A sweep starts one ``ReportRelay`` instead;
+each chain's controller puts its reports there under the trial's key, and the trial hands them to
+Tune (``chain.chain_trial``) so schedulers act on them exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from typing import Any, Optional
+
+import ray
+from ray.train import UserCallback
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+RELAY_NAME = "ray_ban_report_relay"
+
+
+@ray.remote(num_cpus=0)
+class ReportRelay:
+    """Per-key mailboxes of report dicts; ``take`` waits (bounded) for the next ones to arrive."""
+
+    def __init__(self) -> None:
+        self._mail: dict[str, list[dict]] = defaultdict(list)
+        self._waiting: dict[str, asyncio.Event] = {}
+
+    async def put(self, key: str, metrics: dict) -> None:
+        self._mail[key].append(metrics)
+        if key in self._waiting:
+            self._waiting[key].set()
+
+    async def take(self, key: str, timeout_s: float) -> list[dict]:
+        """Everything reported under ``key`` since the last take, waiting up to ``timeout_s`` for some."""
+        if not self._mail.get(key):
+            arrived = self._waiting[key] = asyncio.Event()
+            try:
+                await asyncio.wait_for(arrived.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._waiting.pop(key, None)
+        return self._mail.pop(key, [])
+
+
+def start_relay():
+    """The sweep's relay, created by the driver (and so living as long as it) on the driver's node."""
+    here = ray.get_runtime_context().get_node_id()
+    return ReportRelay.options(name=RELAY_NAME, get_if_exists=True,
+                               scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+
+
+def mailbox(trial_id: str) -> tuple[Any, str]:
+    """(relay, key) for one attempt of a trial: the sweep's relay, or a private one outside a sweep."""
+    try:
+        relay = ray.get_actor(RELAY_NAME)
+    except ValueError:  # chain_trial used in someone else's Tuner: a relay of its own, like Tune's queue
+        relay = ReportRelay.remote()
+    return relay, f"{trial_id}/{uuid.uuid4().hex}"  # a retried trial never reads its last attempt's mail
+
+
+class ReportToTrial(UserCallback):
+    """Runs in Train's controller: each report of rank 0 goes to the trial's mailbox (the put is
+    awaited, so every report is there before ``fit()`` returns)."""
+
+    def __init__(self, relay, key: str) -> None:
+        self._relay, self._key = relay, key
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint: Optional[Any]) -> None:
+        ray.get(self._relay.put.remote(self._key, dict(metrics[0])))
