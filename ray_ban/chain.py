@@ -44,7 +44,7 @@ class ChainTrainer(DataParallelTrainer):
     where no dashboard answers the State API (local runs), without the PlacementGroupCleaner that
     needs it; ``placement.ReleaseStoppedChains`` frees a stopped chain's group instead. Each actor is
     a Python process of about 2 s of CPU per chain. Measured on two cores, Table 2's smoke sweep:
-    430 s as a TorchTrainer, 337 s without the two actors, 280 s without torch too, and about 220 s
+    430 s as a TorchTrainer, 337 s without the two actors, 280-305 s without torch too, and 241-254 s
     with reports relayed by one actor per sweep instead of a queue actor per chain (BENCHMARKS.md)."""
 
     def __init__(self, *args, keep_group_cleaner: bool = True, **kwargs):

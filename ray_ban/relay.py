@@ -1,7 +1,8 @@
 """Carries every chain's per-epoch reports from Train's controller to its Tune trial through one actor.
 
 Tune's own ``TuneReportCallback`` starts a queue actor for every trial: one more Python process per
-chain, about 2 s of CPU on two cores (BENCHMARKS.md). A sweep starts one ``ReportRelay`` instead;
+chain (Table 2's smoke sweep on two cores: 280-305 s with it, 241-254 s without; BENCHMARKS.md).
+A sweep starts one ``ReportRelay`` instead;
 each chain's controller puts its reports there under the trial's key, and the trial hands them to
 Tune (``chain.chain_trial``) so schedulers act on them exactly as before.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from typing import Any, Optional
+from typing import Any
 
 import ray
 from ray.train import UserCallback
@@ -39,7 +40,7 @@ class ReportRelay:
             arrived = self._waiting[key] = asyncio.Event()
             try:
                 await asyncio.wait_for(arrived.wait(), timeout_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 self._waiting.pop(key, None)
@@ -69,5 +70,5 @@ class ReportToTrial(UserCallback):
     def __init__(self, relay, key: str) -> None:
         self._relay, self._key = relay, key
 
-    def after_report(self, run_context, metrics: list[dict], checkpoint: Optional[Any]) -> None:
+    def after_report(self, run_context, metrics: list[dict], checkpoint: Any | None) -> None:
         ray.get(self._relay.put.remote(self._key, dict(metrics[0])))

@@ -131,7 +131,7 @@ def test_existing_results_are_never_overwritten_without_consent(tmp_path):
 
 def test_a_chains_trial_and_controller_code_does_not_import_torch():
     # Every chain starts a Tune trial actor and a Train controller as fresh processes; importing torch
-    # there cost about 2.4 s of CPU each per chain (BENCHMARKS.md). Only the workers' module may import it.
+    # there cost each about 2.7 s of CPU per chain (benchmarks/import_costs.py). Only the workers' module may import it.
     probe = ("import sys, ray_ban.chain, ray_ban.placement, ray_ban.store; "
              "print('torch' in sys.modules); import ray_ban.chain_worker; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)

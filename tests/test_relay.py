@@ -1,0 +1,47 @@
+"""The report relay on a real Ray runtime: what a chain's controller puts, its trial takes, in order."""
+
+import tempfile
+import time
+
+import pytest
+import ray
+
+from ray_ban.relay import ReportToTrial, mailbox, start_relay
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with tempfile.TemporaryDirectory(prefix="rb-relay-") as folder:
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=folder)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@ray.remote(num_cpus=0)
+def report_from_another_process(callback: ReportToTrial, epochs: list[int]) -> None:
+    for epoch in epochs:  # as Train's controller does after each report of the workers
+        callback.after_report(None, [{"epoch": epoch}, {"epoch": -1}], None)
+
+
+def test_a_trial_takes_its_own_reports_in_order_and_a_take_wakes_when_they_arrive(local_ray):
+    relay = start_relay()
+    found, key = mailbox("trial_a")
+    assert found._actor_id == relay._actor_id  # trials find the sweep's relay by name
+    _, other_key = mailbox("trial_b")
+    assert mailbox("trial_a")[1] != key  # each attempt of a trial has its own mailbox
+
+    started = time.monotonic()
+    assert ray.get(relay.take.remote(key, 0.5)) == []  # nothing yet: waits the timeout, then empty
+    assert time.monotonic() - started >= 0.45
+
+    started = time.monotonic()
+    waiting = relay.take.remote(key, 120.0)
+    ray.get(report_from_another_process.remote(ReportToTrial(relay, key), [1, 2, 3]))
+    first = ray.get(waiting)
+    assert time.monotonic() - started < 60  # woken by the put, not by the 120 s timeout
+    rest = ray.get(relay.take.remote(key, 0.1))
+    assert [m["epoch"] for m in first + rest] == [1, 2, 3]  # rank 0's metrics only, none lost or repeated
+    assert ray.get(relay.take.remote(key, 0.1)) == []
+    assert ray.get(relay.take.remote(other_key, 0.1)) == []
