@@ -19,7 +19,7 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-from .relay import ReportToTrial, mailbox
+from .relay import ReportToTrial, mailbox, take
 from .store import RunStore
 
 
@@ -64,6 +64,9 @@ def chain_trial(trial_config: dict) -> dict:
     config = trial_config["chain"]
     store = RunStore(config["run_dir"])
     keys = [t["key"] for t in config["trainings"]]
+    unfinished = [t for t in config["teachers"] if not store.is_done(t["key"])]
+    if unfinished:  # released because its teacher settled: it failed, so there is nothing to distil from
+        raise ChainFailed(f"chain {config['chain_id']}: teacher {unfinished[0]['key']} failed")
     for key in keys:
         store.clear_failure(key)  # a rerun gets a fresh try at a failed model
     if any(not store.is_done(key) for key in keys):
@@ -82,7 +85,9 @@ def chain_trial(trial_config: dict) -> dict:
                 name=config["chain_id"],
                 storage_path=store.path("ray"),
                 storage_filesystem=store.fs,
-                failure_config=FailureConfig(max_failures=config.get("max_failures", 3)),
+                # errors in the training code are retried max_failures times (-1: always); a preempted
+                # node (a spot reclaim, seen by Train's preemption watcher) is retried without limit
+                failure_config=FailureConfig(max_failures=config.get("max_failures", 3), max_preemption_failures=-1),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 callbacks=[ReportToTrial(relay, mail_key)],
             ),
@@ -90,7 +95,10 @@ def chain_trial(trial_config: dict) -> dict:
         try:
             fit_reporting(trainer, relay, mail_key)
         except Exception as error:  # TrainingFailedError and friends: name the chain, keep it to one line
-            raise ChainFailed(f"chain {config['chain_id']}: workers failed: {str(error).splitlines()[0]}") from None
+            line = f"workers failed: {str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+            failed = next((key for key in keys if not store.is_done(key)), keys[-1])
+            store.save_failure(failed, line, details=str(error))  # the whole worker traceback, for results and report
+            raise ChainFailed(f"chain {config['chain_id']}: {line}") from None
     failures = [store.failure(key) for key in keys if store.failure(key)]
     if failures:
         raise ChainFailed(f"chain {config['chain_id']}: {failures[0]}")
@@ -114,7 +122,7 @@ def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float =
     thread.start()
     while True:
         running = thread.is_alive()
-        for metrics in ray.get(relay.take.remote(key, poll_s)):
+        for metrics in take(relay, key, poll_s):
             tune.report(metrics)
         if not running:
             break

@@ -91,12 +91,21 @@ def train_chain(config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             return
+        name = f"checkpoint_{training.key}_e{epoch_report.epoch:04d}"
+        if store.remote:  # object storage: upload in the background while the next epoch trains
+            folder = tempfile.mkdtemp(prefix="ray-ban-ckpt-")  # Ray deletes it once uploaded
+            torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name,
+                             checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
+            return
         with tempfile.TemporaryDirectory() as folder:
             torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint_{training.key}_e{epoch_report.epoch:04d}")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
 
     device = ray.train.torch.get_device()
+    share = float(config["resources"].get("gpus_per_worker", 0))
+    if device.type == "cuda" and 0 < share < 1:  # a packed chain keeps to its fraction of the card's memory
+        torch.cuda.set_per_process_memory_fraction(share, device)
     with process_group(device):
         # a failure is left in the store; the trial raises it without retrying a deterministic NaN
         run_chain(trainings, teachers, recipe, data, store, device=device, resume=resume, on_epoch=report,

@@ -5,11 +5,17 @@ chain (Table 2's smoke sweep on two cores: 280-305 s with it, 241-254 s without;
 A sweep starts one ``ReportRelay`` instead;
 each chain's controller puts its reports there under the trial's key, and the trial hands them to
 Tune (``chain.chain_trial``) so schedulers act on them exactly as before.
+
+The relay is no single point of failure: Ray restarts it if it dies (its process, or its node),
+every put and take is bounded in time, and a failed one is dropped with a warning. Reports are
+progress for schedulers and the terminal; results are read from the run store, so a lost report
+costs a progress line, never a model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections import defaultdict
 from typing import Any
@@ -19,9 +25,13 @@ from ray.train import UserCallback
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 RELAY_NAME = "ray_ban_report_relay"
+PUT_TIMEOUT_S = 30.0  # a put (from Train's controller) waits at most this long for the relay
+TAKE_GRACE_S = 30.0  # a take may run this much past its own wait before the trial gives up on it
+
+log = logging.getLogger(__name__)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ReportRelay:
     """Per-key mailboxes of report dicts; ``take`` waits (bounded) for the next ones to arrive."""
 
@@ -48,10 +58,20 @@ class ReportRelay:
 
 
 def start_relay():
-    """The sweep's relay, created by the driver (and so living as long as it) on the driver's node."""
+    """The sweep's relay, created by the driver (and so living as long as it) on the driver's node;
+    restarted by Ray whenever it dies."""
     here = ray.get_runtime_context().get_node_id()
     return ReportRelay.options(name=RELAY_NAME, get_if_exists=True,
                                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+
+
+def take(relay, key: str, wait_s: float) -> list[dict]:
+    """The reports waiting under ``key`` (waiting up to ``wait_s``), or none if the relay cannot answer in time."""
+    try:
+        return ray.get(relay.take.remote(key, wait_s), timeout=wait_s + TAKE_GRACE_S)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError) as error:
+        log.warning("report relay did not answer a take (%s); progress reports may be missing", type(error).__name__)
+        return []
 
 
 def mailbox(trial_id: str) -> tuple[Any, str]:
@@ -71,4 +91,7 @@ class ReportToTrial(UserCallback):
         self._relay, self._key = relay, key
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: Any | None) -> None:
-        ray.get(self._relay.put.remote(self._key, dict(metrics[0])))
+        try:
+            ray.get(self._relay.put.remote(self._key, dict(metrics[0])), timeout=PUT_TIMEOUT_S)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError) as error:
+            log.warning("report relay did not take a report (%s); dropped", type(error).__name__)

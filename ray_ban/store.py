@@ -211,8 +211,14 @@ class RunStore:
         self.delete(self.model_file(key, "failed.json"))
         self.write_json(self.model_file(key, "summary.json"), summary)
 
-    def save_failure(self, key: str, message: str) -> None:
-        self.write_json(self.model_file(key, "failed.json"), {"message": message})
+    def save_failure(self, key: str, message: str, details: Optional[str] = None) -> None:
+        """Mark ``key`` failed: ``message`` is one line; ``details`` the worker's whole traceback, if any."""
+        self.write_json(self.model_file(key, "failed.json"), {"message": message, "details": details})
+
+    def failure_details(self, key: str) -> Optional[str]:
+        """The whole traceback stored with a failure (None without one)."""
+        name = self.model_file(key, "failed.json")
+        return self.read_json(name).get("details") if self.exists(name) else None
 
     def clear_failure(self, key: str) -> None:
         self.delete(self.model_file(key, "failed.json"))

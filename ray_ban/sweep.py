@@ -1,8 +1,9 @@
 """``python -m ray_ban.sweep TABLE|FILE``: train a paper table's generation chains with Ray Tune.
 
-Two Tune runs: first every distinct generation-0 model (teachers and label-only baselines, each
-trained once however many chains share it), then every distillation chain (one trial = one chain =
-one Ray Train run). Results go to ``<out>/<sweep>/results.parquet`` and ``table.md``.
+One Tune run: every distinct generation-0 model (teachers and label-only baselines, each trained
+once however many chains share it) and every distillation chain (one trial = one chain = one Ray
+Train run), each chain released as soon as its own teacher is stored (``release.TeacherFirst``).
+Results go to ``<out>/<sweep>/results.parquet`` and ``table.md``.
 Exit codes: 0 success, 1 a chain failed (the others still finish), 2 bad input.
 """
 
@@ -61,10 +62,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
     parser.add_argument("--cpus-per-worker", type=float,
                         help="CPUs reserved per worker (default: the preset's resources.cpus_per_worker, else 1)")
-    parser.add_argument("--gpus-per-worker", type=float, default=0.0, help="fractional values pack chains on a GPU")
-    parser.add_argument("--max-concurrent", type=int, help="chains trained at once (default: as many as fit)")
-    parser.add_argument("--max-failures", type=int, default=3, help="worker-group restarts per chain")
+    parser.add_argument("--gpus-per-worker", type=gpu_amount, default="auto",
+                        help="GPUs per worker: auto (1 when the cluster has or can scale to GPU nodes, else 0), or a "
+                             "number; a fraction packs one-worker chains on a GPU")
+    parser.add_argument("--max-concurrent", type=int,
+                        help="chains trained at once (default: as many as the cluster can scale to)")
+    parser.add_argument("--max-failures", type=int, default=3,
+                        help="worker-group restarts per chain after errors (-1: unlimited); node preemptions "
+                             "(spot reclaims) are retried without limit and not counted")
     parser.add_argument("--address", help="an existing Ray cluster ('auto' or host:port); default: start a local one")
+    parser.add_argument("--cluster-config",
+                        help="the autoscaler's cluster YAML, for clusters whose autoscaler does not report its node "
+                             "types (autoscaler v1); default ~/ray_bootstrap_config.yaml where it exists")
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --out, skipping finished models")
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of this sweep first")
     parser.add_argument("--dry-run", action="store_true", help="validate everything and print the plan; train nothing")
@@ -76,6 +85,19 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     group.add_argument("--search-alg", help="random, grid or optuna (TPE)")
     group.add_argument("--scheduler", help="fifo, or asha to stop poor chains early")
     return parser.parse_args(argv)
+
+
+def gpu_amount(text: str) -> str | float:
+    """``auto`` or a non-negative number of GPUs per worker (argparse type)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus-per-worker takes auto or a number, got '{text}'") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"--gpus-per-worker must be auto or >= 0, got '{text}'")
+    return value
 
 
 def plan_from_args(args: argparse.Namespace) -> SweepPlan:
@@ -99,12 +121,19 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     plan = with_search(plan, args)
     if args.cpus_per_worker is None:
         args.cpus_per_worker = float(plan.resources.get("cpus_per_worker", 1.0))
-    for name in ("workers", "cpus_per_worker", "max_failures"):
+    for name in ("workers", "cpus_per_worker"):
         value = getattr(args, name)
-        if value < (0 if name == "max_failures" else 1e-9):
+        if value < 1e-9:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.gpus_per_worker < 0:
-        raise UsageError(f"--gpus-per-worker must be >= 0, got {args.gpus_per_worker}")
+    if args.max_failures < -1:
+        raise UsageError(f"--max-failures must be -1 (unlimited) or a count >= 0, got {args.max_failures}")
+    if args.workers > 1 and args.gpus_per_worker != "auto" and 0 < args.gpus_per_worker < 1:
+        raise UsageError(f"--workers {args.workers} with --gpus-per-worker {args.gpus_per_worker:g} would put several "
+                         "NCCL ranks of one chain on one GPU, which NCCL refuses: use whole GPUs per worker, or "
+                         "--workers 1 to pack chains")
+    if args.gpus_per_worker != "auto" and args.gpus_per_worker > 1 and args.gpus_per_worker != int(args.gpus_per_worker):
+        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g}: a worker uses one device; use 1, or a fraction "
+                         "below 1 to pack chains")
     return plan
 
 
@@ -165,7 +194,7 @@ def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
             raise UsageError(f"batch_size {batch_size} (row {chain.row}) is not divisible by --workers {args.workers}; "
                              "choose a divisor")
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
-    if local and args.gpus_per_worker > 0 and torch.cuda.device_count() == 0:
+    if local and args.gpus_per_worker != "auto" and args.gpus_per_worker > 0 and torch.cuda.device_count() == 0:
         # caught before anything is written; a remote cluster is checked once Ray has joined it
         raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} asks for GPUs but this machine has none (local Ray "
                          "cluster): drop --gpus-per-worker or pass --address of a cluster with GPU nodes")
@@ -204,10 +233,8 @@ def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> No
     from pyarrow.fs import FileType
 
     where = store.location
-    identity = {"name": plan.name, "source": str(Path(plan.source).resolve()), "preset": plan.preset,
-                "dataset": plan.dataset}
-    if plan.search:
-        identity["search"] = plan.search  # another search into the same folder would mix two populations
+    identity = sweep_identity(plan)
+    replace_hint = "choose another --out" if store.remote else "pass --overwrite to replace it, or choose another --out"
     try:
         kind = store.fs.get_file_info(store.base).type
         has_manifest = kind == FileType.Directory and store.exists("sweep.json")
@@ -220,14 +247,16 @@ def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> No
         except (OSError, ValueError, AttributeError):
             existing = {"name": "unreadable sweep.json"}
         if existing != identity:  # another sweep's results: never mixed in, never replaced silently
+            differs = ", ".join(k for k in sorted(set(identity) | set(existing)) if identity.get(k) != existing.get(k))
             if resume:
-                raise UsageError(f"{where} holds sweep {existing} but this is {identity}: --resume only continues the "
-                                 "same sweep; use --overwrite or another --out")
-            raise UsageError(f"{where} already holds a sweep ({existing.get('name')}, preset {existing.get('preset')}): "
-                             "pass --overwrite to replace it, or choose another --out")
+                raise UsageError(f"{where} holds another sweep ({existing.get('name')}, preset {existing.get('preset')}; "
+                                 f"differs in {differs}): --resume only continues the same sweep; {replace_hint}")
+            raise UsageError(f"{where} already holds another sweep ({existing.get('name')}, preset "
+                             f"{existing.get('preset')}; differs in {differs}): {replace_hint}")
         # the same sweep again (after a crash, or to finish it): continue it, as --resume would
     elif kind == FileType.File or (kind == FileType.Directory and not store.is_empty() and not overwrite):
-        raise UsageError(f"{where} exists and is not a ray-ban run folder: choose another --out or pass --overwrite")
+        raise UsageError(f"{where} exists and is not a ray-ban run folder: "
+                         + ("choose another --out" if store.remote else "choose another --out or pass --overwrite"))
     try:
         if overwrite:
             store.clear()
@@ -237,6 +266,21 @@ def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> No
         store.write_json("sweep.json", {"identity": identity, "plan": plan.to_dict()})
     except (OSError, pa.ArrowException) as error:
         raise UsageError(f"cannot write to {where} ({_first_line(error)}): choose a writable --out") from None
+
+
+def sweep_identity(plan: SweepPlan) -> dict:
+    """What makes two runs the same sweep: its name, preset, dataset and a hash of the resolved plan.
+
+    Never a file path: under ``ray job submit --working-dir`` the space file lives in a per-upload
+    folder, so a path would refuse the same sweep after any code change or on a new cluster. The plan
+    (recipe, rows, chains and their model keys, seeds, generations, search) holds every option that
+    changes results; resources (workers, GPUs) do not change which models a sweep trains."""
+    import hashlib
+    import json
+
+    content = {k: v for k, v in plan.to_dict().items() if k not in ("source", "resources")}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"name": plan.name, "preset": plan.preset, "dataset": plan.dataset, "plan_sha256": digest}
 
 
 def _first_line(error: BaseException) -> str:
@@ -303,43 +347,64 @@ def absolute_dataset(spec: str) -> str:
     return spec
 
 
-def check_resources(args: argparse.Namespace) -> int:
-    """Fail fast if one chain can never be scheduled; returns how many chains fit at once."""
-    import ray
+def size_sweep(args: argparse.Namespace, chains: int) -> tuple[int, str, bool]:
+    """Settle --gpus-per-worker auto, refuse a chain no node type can ever hold, and size the sweep.
 
+    Judged against what the cluster can scale to (``capacity.discover``), not what is up now; on an
+    autoscaling cluster the whole sweep's workers are requested at once, so nodes start together.
+    Returns (chains at once, the start-up line's description of the resources, whether the autoscaler
+    was asked for them)."""
+    from . import capacity as cap
     from .chain import DRIVER_RESOURCE
 
-    total = ray.cluster_resources()
-    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
-    if total.get(DRIVER_RESOURCE, 0) < 1:
-        cpus -= 0.01  # each chain's driver then takes 0.01 CPU (see chain.trainable)
-    need_cpu, need_gpu = args.workers * args.cpus_per_worker, args.workers * args.gpus_per_worker
-    if need_gpu > 0 and gpus == 0:
-        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker} asks for GPUs but the Ray cluster has none; "
-                         "drop --gpus-per-worker or start a cluster with GPU nodes")
-    if need_cpu > cpus or need_gpu > gpus:
-        raise UsageError(f"one chain needs {need_cpu:g} CPUs and {need_gpu:g} GPUs ({args.workers} workers) but the cluster "
-                         f"has {cpus:g} CPUs and {gpus:g} GPUs; lower --workers or --cpus-per-worker")
-    fits = math.floor(cpus / need_cpu + 1e-9)
-    if need_gpu:
-        fits = min(fits, math.floor(gpus / need_gpu + 1e-9))
-    return max(1, fits)
+    found = cap.discover(args.cluster_config)
+    gpus_total = found.total("GPU")
+    if args.gpus_per_worker == "auto":
+        args.gpus_per_worker = 1.0 if gpus_total > 0 else 0.0
+        gpu_word = f"auto: {'1 GPU' if args.gpus_per_worker else 'no GPU'} per worker"
+    else:
+        gpu_word = f"{args.gpus_per_worker:g} GPU per worker"
+    bundle = {"CPU": args.cpus_per_worker, "GPU": args.gpus_per_worker}
+    if args.gpus_per_worker > 0 and gpus_total == 0:
+        raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} asks for GPUs but the Ray cluster has none and "
+                         f"can launch none ({found.source}); drop --gpus-per-worker or add GPU node types")
+    types = found.node_types
+    if found.source == "nodes up now" and not any(t.resources.get(DRIVER_RESOURCE, 0) >= 1 for t in types):
+        # each chain's driver then takes 0.01 CPU (see chain.trainable): leave it room on the live nodes
+        types = tuple(cap.NodeType(t.name, {**t.resources, "CPU": t.resources.get("CPU", 0) - 0.01}, t.max_count)
+                      for t in types)
+    fits = cap.chains_that_fit(cap.Capacity(types, found.source), bundle, args.workers)
+    if fits < 1:
+        largest = cap.largest_node(found)
+        raise UsageError(f"one chain needs {args.workers} workers of {args.cpus_per_worker:g} CPUs and "
+                         f"{args.gpus_per_worker:g} GPUs but no node type can hold them (largest node: "
+                         f"{largest.get('CPU', 0):g} CPUs, {largest.get('GPU', 0):g} GPUs; {found.source}); lower "
+                         "--workers, --cpus-per-worker or --gpus-per-worker")
+    at_once = min(args.max_concurrent or fits, max(1, chains))
+    where = "can scale to" if found.autoscaling else "has"
+    line = f"{gpu_word}; the cluster {where} {fits} such chains at once ({found.source})"
+    if found.autoscaling:
+        cap.request_sweep(bundle, args.workers, at_once)
+    return at_once, line, found.autoscaling
 
 
-def run_phase(name: str, configs: list[dict], store, max_concurrent: int, progress) -> dict[str, Optional[str]]:
-    """One Tune run over trial configs; returns chain_id -> error message (None on success)."""
+def run_phase(name: str, configs: list[dict], settled: set[str], store, max_concurrent: int,
+              progress) -> dict[str, Optional[str]]:
+    """One Tune run over trial configs released by ``TeacherFirst``; returns chain_id -> error (None: success)."""
     import ray
     from ray import tune
 
     from .chain import trainable
     from .placement import ReleaseStoppedChains
+    from .release import TeacherFirst
 
     if not configs:
         return {}
     tuner = tune.Tuner(
         trainable(ray.cluster_resources()),
-        param_space={"chain": tune.grid_search(configs)},
         tune_config=tune.TuneConfig(
+            search_alg=TeacherFirst(configs, settled),
+            num_samples=len(configs),
             max_concurrent_trials=max_concurrent,
             trial_name_creator=lambda trial: trial.config["chain"]["chain_id"],
             trial_dirname_creator=lambda trial: trial.config["chain"]["chain_id"],
@@ -361,7 +426,8 @@ def _trial_error_line(error: BaseException) -> str:
 
 
 def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
-    """Start or join Ray, train generation 0 then the chains, write results; returns the exit code."""
+    """Start or join Ray, train every model (chains released as their teachers are stored), write results;
+    returns the exit code."""
     import ray
 
     from .chain import DRIVER_RESOURCE
@@ -380,32 +446,81 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
     for name in (FAULT_ENV, AUDIT_ENV):
         if name in os.environ:
             env_vars[name] = os.environ[name]
-    init_kwargs = {"log_to_driver": False, "logging_level": logging.WARNING, "include_dashboard": False,
+    # On a cluster the workers' output (tracebacks, warnings) reaches ray.log through the driver; a local
+    # run's workers write to Ray's session folder on this machine, and skip that per-line relay.
+    init_kwargs = {"log_to_driver": address != "local", "logging_level": logging.WARNING, "include_dashboard": False,
                    "runtime_env": {"env_vars": env_vars}}
+    if address != "local":
+        use_token_auth_if_available()
     if address == "local":
         # One machine cannot be pre-empted piecemeal: skip Train's per-chain PreemptionWatcher actor
         # (one process fewer to start for every chain; clusters keep it for spot nodes).
         env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         init_kwargs["num_cpus"] = os.cpu_count()
         init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
-    # Ray's own logs stay on this machine: in the run folder, or beside it for a storage URI (uploaded at the end)
+    # Ray's own logs stay on this machine: in the run folder, or beside it for a storage URI (uploaded
+    # every LOG_UPLOAD_S while the sweep runs, and at the end)
     log_path = (Path(tempfile.gettempdir()) / "ray-ban-logs" / plan.name if store.remote else Path(store.base) / "logs") / "ray.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file, _ray_output_to(log_file) as terminal:
+    with open(log_path, "a") as log_file, _ray_output_to(log_file) as terminal, _uploading(log_path, store):
         ray.init(address=address, **init_kwargs)
         _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
         failures = _run_phases(plan, args, store, log_path, terminal)
     table = write_results(plan, store)
     write_ensemble_runs(table.to_pylist(), board_root(store.location))
     _write_report(store.location)
-    if store.remote:
-        store.write_bytes("logs/ray.log", log_path.read_bytes())
     code = _report(plan, table, failures, store, started)
     if plan.search:
         from .search_phase import write_best
 
         write_best(plan, store, sys.stdout)
     return code
+
+
+LOG_UPLOAD_S = 30.0
+
+
+@contextlib.contextmanager
+def _uploading(log_path: Path, store):
+    """For a storage URI, copy ray.log to ``logs/ray.log`` every LOG_UPLOAD_S and once at the end, so a
+    running or crashed sweep's log can be read from the bucket (a local run folder holds it already)."""
+    import threading
+
+    if not store.remote:
+        yield
+        return
+    stop = threading.Event()
+
+    def upload() -> None:
+        try:
+            store.write_bytes("logs/ray.log", log_path.read_bytes())
+        except Exception as error:  # noqa: BLE001 - a log upload must never fail the sweep
+            logging.getLogger("ray_ban").warning("ray.log not uploaded: %s", error)
+
+    def loop() -> None:
+        while not stop.wait(LOG_UPLOAD_S):
+            upload()
+
+    thread = threading.Thread(target=loop, daemon=True, name="ray-log-upload")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=LOG_UPLOAD_S)
+        upload()
+
+
+def use_token_auth_if_available() -> None:
+    """Send Ray 2.60's auth token when joining a cluster, if one is at hand and the user set no mode.
+
+    A ``ray start`` head with token authentication refuses drivers that do not send it, and drivers
+    send it only with RAY_AUTH_MODE=token (``../notes``: seen on 2.60)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def _write_report(run_dir: str) -> None:
@@ -441,49 +556,50 @@ def _ray_output_to(log_file):
 
 
 def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path, terminal) -> dict:
-    """Generation 0 first (teachers, baselines), then the distillation chains; chain_id -> error or None."""
+    """Every model in one scheduling pass (a search: its teacher, then its trials); chain_id -> error or None."""
     import ray
 
+    from . import capacity
     from . import search as searching
     from .progress import ChainProgress
     from .relay import start_relay
     from .search_phase import run_search
     from .tensorboard_runs import plan_runs
 
+    requested = False
     try:
-        relay = start_relay()  # noqa: F841 - the handle is held until both phases' trials have reported
-        fits = check_resources(args)
-        max_concurrent = args.max_concurrent or fits
+        relay = start_relay()  # noqa: F841 - the handle is held until every trial has reported
         metric = "val_error" if plan.validation_size else "test_error"
         progress = ChainProgress(plan, terminal)
-        what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chains"
-        print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; Ray logs in {log_path}",
-              file=terminal, flush=True)
-        roots = [searching.chain_to_search(plan).root] if plan.search else plan.roots()
         board_runs = plan_runs(plan)  # TensorBoard run names and hyperparameters of every training
+        roots = [t for t in ([searching.chain_to_search(plan).root] if plan.search else plan.roots())
+                 if not store.is_done(t.key)]
+        chains = [] if plan.search else [c for c in plan.distilled_chains()
+                                         if not all(store.is_done(t.key) for t in c.generations)]
+        max_concurrent, resources, requested = size_sweep(args, len(roots) + len(chains))  # settles GPUs: before configs
         root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], store.location, args, metric, board_runs)
-                        for t in roots if not store.is_done(t.key)]
-        failures = run_phase("generation0", root_configs, store, max_concurrent, progress)
+                        for t in roots]
+        chain_configs = [trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
+                                      board_runs) for c in chains]
+        what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chains"
+        print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; Ray logs in {log_path}",
+              file=terminal, flush=True)
+        settled = {t.key for t in plan.trainings() if store.is_done(t.key)}
         if plan.search:
+            failures = run_phase("generation0", root_configs, settled, store, max_concurrent, progress)
             chain = searching.chain_to_search(plan)
             base = trial_config(plan, chain.chain_id, [], [chain.root], store.location, args, plan.search["metric"],
                                 board_runs)
             failures.update(run_search(plan, base, store, max_concurrent, progress))
             return failures
-        chain_configs, skipped = [], {}
-        for chain in plan.distilled_chains():
-            if not store.is_done(chain.root.key):
-                skipped[chain.chain_id] = f"teacher {chain.root.key} failed"
-                continue
-            if all(store.is_done(t.key) for t in chain.generations):
-                continue
-            chain_configs.append(trial_config(plan, chain.chain_id, list(chain.generations), [chain.root], store.location,
-                                              args, metric, board_runs))
-        failures.update(skipped)
-        failures.update(run_phase("chains", chain_configs, store, max_concurrent, progress))
+        return run_phase("sweep", root_configs + chain_configs, settled, store, max_concurrent, progress)
     finally:
+        try:
+            if requested:
+                capacity.release_request()
+        except Exception as error:  # noqa: BLE001 - the request only keeps idle nodes up; never fail the sweep
+            logging.getLogger("ray_ban").warning("autoscaler request not withdrawn: %s", error)
         ray.shutdown()
-    return failures
 
 
 def _report(plan: SweepPlan, table, failures: dict, store, started: float) -> int:

@@ -45,3 +45,22 @@ def test_a_trial_takes_its_own_reports_in_order_and_a_take_wakes_when_they_arriv
     assert [m["epoch"] for m in first + rest] == [1, 2, 3]  # rank 0's metrics only, none lost or repeated
     assert ray.get(relay.take.remote(key, 0.1)) == []
     assert ray.get(relay.take.remote(other_key, 0.1)) == []
+
+
+def test_the_relay_survives_its_own_death_and_bounded_calls_never_hang(local_ray):
+    from ray_ban.relay import take
+
+    relay = start_relay()
+    callback = ReportToTrial(relay, "trial_c/1")
+    callback.after_report(None, [{"epoch": 1}], None)
+    ray.kill(relay, no_restart=False)  # as if its process or node died: Ray restarts it
+    callback.after_report(None, [{"epoch": 2}], None)  # the put waits for the restarted relay, never raises
+    assert [m["epoch"] for m in take(relay, "trial_c/1", 0.5)] == [2]  # mail held before the death is lost
+    found, _ = mailbox("trial_c")
+    assert found == relay  # the sweep's name still finds it
+
+    ray.kill(relay, no_restart=True)  # gone for good: puts and takes give up in bounded time
+    started = time.monotonic()
+    callback.after_report(None, [{"epoch": 3}], None)
+    assert take(relay, "trial_c/1", 0.1) == []
+    assert time.monotonic() - started < 70

@@ -40,7 +40,7 @@ def test_the_shared_teacher_was_trained_once(finished_sweep):
     assert len(teacher_dirs) == 1
     history = json.loads((teacher_dirs[0] / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]  # two epochs, trained once, never repeated
-    trials = sorted(p.name for p in (run / "ray" / "generation0").iterdir() if p.is_dir())
+    trials = sorted(p.name for p in (run / "ray" / "sweep").iterdir() if p.is_dir() and p.name.startswith("gen0."))
     assert trials == sorted(["gen0." + teacher_dirs[0].name, *[f"gen0.{p.name}" for p in (run / "models").iterdir() if p.name.startswith("wrn")]])
 
 
@@ -79,3 +79,33 @@ def test_rerunning_with_resume_trains_nothing_again(finished_sweep):
     assert after == finished
     assert "epoch" not in result.stdout  # no training events at all
     assert pq.read_table(run / "results.parquet").num_rows == 7  # no duplicate rows
+
+
+NO_BARRIER = {
+    "name": "nobarrier", "dataset": "synthetic", "seeds": [0], "train_subset": 256, "test_subset": 100,
+    "recipe": {"epochs": 1, "batch_size": 64, "lr": 0.05},
+    "columns": {"Teacher": "teacher", "BAN-1": "ban/1", "Slow": "slow/0"},
+    "rows": [
+        {"row": "A", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 2}}},
+        # an unrelated, much slower label-only baseline: no chain's teacher
+        {"row": "B", "recipe": {"epochs": 40}, "chains": {"slow": {"baseline": True, "student": "wrn-10-1"}}},
+    ],
+}
+
+
+def test_a_chain_trains_while_an_unrelated_slower_baseline_is_still_training(tmp_path):
+    import yaml
+
+    path = tmp_path / "nobarrier.yaml"
+    path.write_text(yaml.safe_dump(NO_BARRIER))
+    result = run_sweep(path, tmp_path / "runs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = pq.read_table(tmp_path / "runs" / "nobarrier" / "results.parquet").to_pylist()
+    models = tmp_path / "runs" / "nobarrier" / "models"
+    summary = {r["role"] + str(r["generation"]): json.loads((models / r["model_key"] / "summary.json").read_text())
+               for r in rows if r["role"] != "ensemble"}
+    slow = summary["baseline0"]
+    for student in ("student1", "student2"):
+        started = summary[student]["finished_at"] - summary[student]["wall_time_s"]  # training began no later
+        assert started < slow["finished_at"], (student, summary[student], slow)  # a barrier would forbid this
+    assert summary["teacher0"]["finished_at"] < summary["student1"]["finished_at"] - summary["student1"]["wall_time_s"]

@@ -1,0 +1,134 @@
+"""A local autoscaling Ray cluster that a test owns: Ray's fake_multinode provider behind a `ray start` head.
+
+The head offers no CPU (only the ``chain_driver`` resource that chain drivers take), so every Train
+worker needs a node the autoscaler launches; worker types scale from zero. The whole autoscaler
+config is written here (the 2.60 wheel lacks fake_multi_node/example.yaml). The head runs in its own
+process group under ``setsid`` and owns its raylets and the nodes its autoscaler launches: the test
+ends exactly those, with SIGTERM to the group and SIGKILL after a grace period, never ``ray stop``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import yaml
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def autoscaler_config(port: int, worker_types: dict) -> dict:
+    """The whole fake_multinode autoscaler config: a head with no CPU and ``worker_types`` from zero."""
+    types = {"ray.head.default": {"resources": {"CPU": 0, "chain_driver": 100}, "node_config": {}, "max_workers": 0}}
+    for name, (resources, max_workers) in worker_types.items():
+        types[name] = {"resources": resources, "node_config": {}, "min_workers": 0, "max_workers": max_workers}
+    return {
+        "cluster_name": "ray-ban-test", "max_workers": sum(m for _, m in worker_types.values()),
+        "upscaling_speed": 10, "idle_timeout_minutes": 1,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{port}"},
+        "auth": {}, "docker": {}, "available_node_types": types, "head_node_type": "ray.head.default",
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "initialization_commands": [], "setup_commands": [], "head_setup_commands": [], "worker_setup_commands": [],
+        "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }
+
+
+@dataclass
+class LocalCluster:
+    address: str  # host:port of the GCS
+    dashboard: Optional[str]  # http://127.0.0.1:D when started with a dashboard
+    config_path: Path  # the autoscaler YAML (what --cluster-config takes)
+    temp_dir: Path
+    started_at: float
+    env: dict  # the environment drivers and `ray job` commands need
+
+    def head_node_id(self) -> str:
+        """The head's Ray node id (the node no Train worker may land on: it offers no CPU)."""
+        code = (f"import ray; ray.init(address='{self.address}'); "
+                "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and 'node:__internal_head__' in n['Resources']][0])")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
+                              timeout=60, check=True).stdout.split()[-1]
+
+    def job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``ray job ARGS`` against this head's dashboard."""
+        return subprocess.run([RAY, "job", *args[:1], "--address", self.dashboard, *args[1:]], capture_output=True,
+                              text=True, timeout=timeout, env=self.env)
+
+
+def _wait_for_head(address: str, env: dict, deadline: float, head: subprocess.Popen, log: Path) -> None:
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited {head.returncode}: {log.read_text()[-3000:]}")
+        probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}'); ray.shutdown()"],
+                               capture_output=True, text=True, env=env, timeout=60)
+        if probe.returncode == 0:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"the head at {address} did not come up: {log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def autoscaling_cluster(worker_types: dict, dashboard: bool = False) -> Iterator[LocalCluster]:
+    """Start the head (and its autoscaler) in a process group of its own; end exactly that group after."""
+    temp = Path(tempfile.mkdtemp(prefix="rb-as-", dir="/tmp"))  # short: Ray's socket paths stay under 108 bytes
+    port = free_port()
+    config_path = temp / "autoscaler.yaml"
+    config_path.write_text(yaml.safe_dump(autoscaler_config(port, worker_types)))
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_ADDRESS": "",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    command = [RAY, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+               "--num-cpus", "0", "--resources", '{"chain_driver": 100}', "--autoscaling-config", str(config_path),
+               "--temp-dir", str(temp / "ray")]
+    dashboard_url = None
+    if dashboard:
+        dashboard_port = free_port()
+        command += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                    str(dashboard_port), "--dashboard-agent-listen-port", str(free_port())]
+        dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    else:
+        command += ["--include-dashboard", "false"]
+    log = temp / "head.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        address = f"127.0.0.1:{port}"
+        _wait_for_head(address, env, time.monotonic() + 120, head, log)
+        yield LocalCluster(address, dashboard_url, config_path, temp, started, env)
+    finally:
+        _end_group(head)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _end_group(head: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the head's process group (its raylets and launched nodes), SIGKILL what is left after grace_s."""
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        head.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    time.sleep(1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=5)
