@@ -329,7 +329,17 @@ def test_export_to_s3_and_workers_load_it_from_the_bucket(tmp_path, bucket, monk
 def test_export_refuses_missing_pickles_in_one_line(tmp_path, capsys):
     assert export_main(["cifar100", "--data-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("ray-ban: error: cifar100: missing ") and "pass --download" in err and "\n" not in err
+    assert err.startswith(f"ray-ban: error: cifar100: no folder {tmp_path / 'cifar-100-python'}: pass --download")
+    assert "\n" not in err
+    (tmp_path / "cifar-100-python").mkdir()
+    (tmp_path / "cifar-100-python" / "train").write_bytes(b"not a pickle")
+    assert export_main(["cifar100", "--data-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "cifar-100-python lacks test, meta: pass --download" in capsys.readouterr().err
+    for name in ("test", "meta"):
+        (tmp_path / "cifar-100-python" / name).write_bytes(b"not a pickle")
+    assert export_main(["cifar100", "--data-root", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "not a CIFAR pickle (UnpicklingError); download the files again" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     assert not (tmp_path / "out").exists()
 
 

@@ -43,8 +43,9 @@ def read_cifar(name: str, root: str) -> dict:
     needed = [*layout["train"], *layout["test"], layout["meta"]]
     missing = [n for n in needed if not (folder / n).is_file()]
     if missing:
-        raise DataError(f"{name}: missing {', '.join(str(folder / n) for n in missing)}: pass --download (needs internet) or "
-                        f"--data-root a folder holding torchvision's {CIFAR_FOLDERS[name]}/")
+        what = f"no folder {folder}" if not folder.is_dir() else f"{folder} lacks {', '.join(missing)}"
+        raise DataError(f"{name}: {what}: pass --download (needs internet) or --data-root a folder holding torchvision's "
+                        f"{CIFAR_FOLDERS[name]}/")
     meta = _unpickle(folder / layout["meta"])
     out: dict = {"names": {column: [_text(n) for n in meta[names]] for column, (_, names) in LABELS[name].items()}}
     for split in ("train", "test"):
@@ -121,7 +122,8 @@ def _text(value) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_ban.data.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ray_ban.data.export",
+                                     description="Write torchvision's CIFAR files as Hugging Face Hub Parquet to a folder or bucket.")
     parser.add_argument("dataset", choices=sorted(CONFIGS), help="the torchvision dataset to export")
     parser.add_argument("--data-root", default=None, help="folder holding torchvision's files (default $RAY_BAN_DATA)")
     parser.add_argument("--out", required=True, help="a folder or storage URI (s3://bucket/cifar100?endpoint_override=...)")
