@@ -42,7 +42,9 @@ class Resume:
 def prepare_data(data_config: dict, data_root: Optional[str] = None, download: bool = False) -> ImageSplits | TextSplits:
     """Load the sweep's dataset with its subset and validation split, identically on every worker.
 
-    A text corpus (``synthetic-text``, ``ptb:<dir>``) comes with its own validation split."""
+    A text corpus (``synthetic-text``, ``ptb:<dir>``) comes with its own validation split. A ``parquet:``
+    dataset (a folder or a storage URI) is decoded once per node and read from the node's cache after that;
+    ``label_column`` in ``data_config`` picks its label column."""
     if is_text(data_config["dataset"]):
         return load_dataset(data_config["dataset"], data_root, download)
     train, test = data_config.get("train_subset"), data_config.get("test_subset")
@@ -50,7 +52,7 @@ def prepare_data(data_config: dict, data_root: Optional[str] = None, download: b
         classes, default_train, default_test = SYNTHETIC_SIZES[data_config["dataset"]]
         data = synthetic(classes, train or default_train, test or default_test, name=data_config["dataset"])
     else:
-        data = load_dataset(data_config["dataset"], data_root, download)
+        data = load_dataset(data_config["dataset"], data_root, download, label_column=data_config.get("label_column"))
     if train or test:
         data = data.subset(train, test)
     return data.with_validation(data_config.get("validation_size") or 0, seed=0)

@@ -94,6 +94,7 @@ class SweepPlan:
     test_subset: Optional[int] = None
     search: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)  # defaults for the CLI's resource options
+    label_column: Optional[str] = None  # a parquet: dataset's label column (--label-column); None: the loader's rule
 
     def recipe_for(self, chain: Chain) -> Recipe:
         """The recipe a chain trains with: the sweep's, with its row's own values laid over it."""
@@ -124,8 +125,12 @@ class SweepPlan:
         return list(unique.values())
 
     def data_config(self) -> dict:
-        return {"dataset": self.dataset, "validation_size": self.validation_size,
-                "train_subset": self.train_subset, "test_subset": self.test_subset}
+        """What every worker needs to load the same data (``generations.prepare_data``)."""
+        config = {"dataset": self.dataset, "validation_size": self.validation_size,
+                  "train_subset": self.train_subset, "test_subset": self.test_subset}
+        if self.label_column:  # only when set, so the keys of every existing model stay as they were
+            config["label_column"] = self.label_column
+        return config
 
     def to_dict(self) -> dict:
         return {**asdict(self), "recipe": self.recipe.to_dict()}
@@ -174,7 +179,7 @@ def read_yaml(path: Path) -> dict:
 
 
 def load(table_or_file: str, preset: str = "paper", overrides: Optional[dict] = None) -> SweepPlan:
-    """Load, apply ``preset`` then command-line ``overrides`` (dataset, seeds, generations), validate, expand."""
+    """Load, apply ``preset`` then command-line ``overrides`` (dataset, label_column, seeds, generations), validate, expand."""
     path = resolve(table_or_file)
     raw = read_yaml(path)
     try:
@@ -229,6 +234,9 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     chains: list[Chain] = []
     paper: dict = {}
     data_key = {"dataset": dataset, **{k: chosen.get(k, raw.get(k)) for k in ("validation_size", "train_subset", "test_subset")}}
+    label_column = overrides.get("label_column")
+    if label_column:  # other labels train other models: their keys differ
+        data_key["label_column"] = label_column
     for index, row in enumerate(rows):
         at = f"rows[{index}]"
         row = where.mapping(row, at)
@@ -272,6 +280,7 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         train_subset=number("train_subset"), test_subset=number("test_subset"),
         search=_search_section(where, raw.get("search"), chosen.get("search"), preset),
         resources=_resources(where, chosen.get("resources", {}), f"presets.{preset}.resources"),
+        label_column=label_column or None,
     )
 
 

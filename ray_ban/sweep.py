@@ -51,7 +51,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("table", nargs="?", help="a table name (see --list) or a path to a search-space YAML file")
     parser.add_argument("--list", action="store_true", help="list the shipped tables and exit")
     parser.add_argument("--preset", default="paper", help="named preset of the space (paper, smoke, ...)")
-    parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir>, synthetic, synthetic-100")
+    parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir or URI>, synthetic, synthetic-100")
+    parser.add_argument("--label-column", help="the label column of a parquet: dataset (default: label, else fine_label, else the only one)")
     parser.add_argument("--data-root", help="folder holding torchvision dataset files")
     parser.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
     parser.add_argument("--out", "--storage", dest="out", default="./runs",
@@ -105,6 +106,8 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     overrides: dict = {}
     if args.dataset:
         overrides["dataset"] = args.dataset
+    if args.label_column:
+        overrides["label_column"] = args.label_column
     if args.generations is not None:
         if args.generations < 1:
             raise UsageError(f"--generations must be a positive integer, got {args.generations}")
@@ -169,7 +172,7 @@ def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
 
     from . import models  # torch is imported only once the space itself is valid
 
-    check_dataset(plan.dataset, args.data_root, args.download)
+    check_dataset(plan.dataset, args.data_root, args.download, plan.label_column)
     classes = num_classes_of(plan.dataset) or 10
     checked = set()
     for chain in plan.chains:
@@ -341,8 +344,8 @@ def run_location(out: str, name: str) -> str:
 
 
 def absolute_dataset(spec: str) -> str:
-    """Train workers run in Ray's own folders: a relative parquet:DIR must become absolute first."""
-    if spec.startswith("parquet:"):
+    """Train workers run in Ray's own folders: a relative parquet:DIR must become absolute first (a URI stays as it is)."""
+    if spec.startswith("parquet:") and not is_uri(spec.split(":", 1)[1]):
         return "parquet:" + str(Path(spec.split(":", 1)[1]).expanduser().resolve())
     return spec
 

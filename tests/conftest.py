@@ -1,5 +1,8 @@
 """Shared fixtures: the real CIFAR-10 JPEG Parquet beside the checkout, when it is there."""
 
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -12,6 +15,20 @@ from sweep_helpers import SPACE, run_sweep
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_data_cache():
+    """Decoded datasets go to a cache of this test session (inherited by sweeps and Ray workers it starts), not the node's."""
+    folder = tempfile.mkdtemp(prefix="ray-ban-data-test-")
+    before = os.environ.get("RAY_BAN_DATA_CACHE")
+    os.environ["RAY_BAN_DATA_CACHE"] = folder
+    yield Path(folder)
+    if before is None:
+        os.environ.pop("RAY_BAN_DATA_CACHE", None)
+    else:
+        os.environ["RAY_BAN_DATA_CACHE"] = before
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

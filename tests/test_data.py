@@ -90,10 +90,14 @@ def test_parquet_round_trip_decodes_jpeg_bytes(tmp_path):
 
 def test_bad_datasets_get_one_line_errors_with_the_fix(tmp_path):
     data = synthetic(10, 4, 4)
-    write_parquet(tmp_path / "wrong", data.train_images, data.train_labels, column="image")
-    with pytest.raises(DataError, match="needs columns 'img'.*found image, label"):
+    (tmp_path / "wrong").mkdir()
+    for split in ("train", "test"):  # JPEG bytes as a plain binary column: not Hugging Face's Image struct
+        blobs = [encode_jpeg(img).numpy().tobytes() for img in data.train_images]
+        pq.write_table(pa.table({"img": pa.array(blobs, pa.binary()), "label": data.train_labels.numpy()}),
+                       tmp_path / "wrong" / f"{split}.parquet")
+    with pytest.raises(DataError, match="no image column: needs one struct column with a binary 'bytes' field.*found img \\(binary\\)"):
         check_dataset(f"parquet:{tmp_path / 'wrong'}")
-    with pytest.raises(DataError, match="missing .*train.parquet"):
+    with pytest.raises(DataError, match="nothing does not exist; point parquet: at a folder"):
         load_dataset(f"parquet:{tmp_path / 'nothing'}")
     with pytest.raises(DataError, match="cifar100 not found under .*--download"):
         load_dataset("cifar100", root=str(tmp_path))

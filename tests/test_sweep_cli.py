@@ -82,7 +82,7 @@ BAD_INPUTS = [
     ("unknown key", {"recipee": {}}, "did you mean 'recipe'"),
     ("unformable pair", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"student": "ban-wrn-1-1"}}}]}, "cannot inherit from teacher"),
     ("missing dataset", {"dataset": "cifar100"}, "cifar100 not found under"),
-    ("missing parquet", {"dataset": "parquet:/nonexistent"}, "missing /nonexistent/train.parquet"),
+    ("missing parquet", {"dataset": "parquet:/nonexistent"}, "/nonexistent does not exist; point parquet: at a folder"),
 ]
 
 

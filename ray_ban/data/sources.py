@@ -1,14 +1,14 @@
 """Dataset sources: torchvision CIFAR files, Hugging Face image Parquet, and generated synthetic data.
 
 ``load_dataset(spec, root)`` is the one entry point; ``spec`` is ``cifar10``, ``cifar100``,
-``parquet:<dir>``, ``synthetic`` (10 classes) or ``synthetic-100`` (100 classes in 20 superclasses)
-for images, and ``ptb:<dir>`` (word-level Penn Treebank) or ``synthetic-text`` (generated) for text.
+``parquet:<dir or storage URI>`` (Hugging Face image Parquet, see ``ray_ban.data.parquet``; decoded
+once per node into ``ray_ban.data.cache``), ``synthetic`` (10 classes) or ``synthetic-100`` (100
+classes in 20 superclasses) for images, and ``ptb:<dir>`` (word-level Penn Treebank) or ``synthetic-text`` (generated) for text.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import parquet
+from .cache import cached_arrays, content_key, node_lock
 from .splits import DataError, ImageSplits
 from .text import SYNTHETIC_TEXT_SIZES, TextSplits, generated_corpus, load_ptb, missing_ptb, ptb_error, ptb_vocab
 
@@ -26,7 +28,7 @@ SYNTHETIC_TEXT = "synthetic-text"
 
 def dataset_names() -> list[str]:
     """The dataset specs this module understands."""
-    return ["cifar10", "cifar100", "parquet:<dir>", *SYNTHETIC_SIZES, "ptb:<dir>", SYNTHETIC_TEXT]
+    return ["cifar10", "cifar100", "parquet:<dir or URI>", *SYNTHETIC_SIZES, "ptb:<dir>", SYNTHETIC_TEXT]
 
 
 def is_text(spec: str) -> bool:
@@ -46,8 +48,9 @@ def num_classes_of(spec: str) -> Optional[int]:
     return {"cifar10": 10, "cifar100": 100}.get(spec)
 
 
-def check_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> None:
+def check_dataset(spec: str, root: Optional[str] = None, download: bool = False, label_column: Optional[str] = None) -> None:
     """Raise DataError if the dataset cannot be loaded, without decoding it (for --dry-run)."""
+    _check_label_column(spec, label_column)
     if spec in SYNTHETIC_SIZES or spec == SYNTHETIC_TEXT:
         return
     if spec.startswith("ptb:"):
@@ -61,14 +64,17 @@ def check_dataset(spec: str, root: Optional[str] = None, download: bool = False)
             raise DataError(_missing_cifar(spec, root))
         return
     if spec.startswith("parquet:"):
-        for path in _parquet_files(spec):
-            _check_parquet_schema(path)
+        parquet.open_source(spec, label_column)  # listings and footers: no image is decoded
         return
     raise DataError(f"unknown dataset '{spec}': use one of {', '.join(dataset_names())}")
 
 
-def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) -> Union[ImageSplits, TextSplits]:
-    """Load the named dataset (uint8 image splits, or token streams for text); a one-line DataError when it is missing or malformed."""
+def load_dataset(spec: str, root: Optional[str] = None, download: bool = False,
+                 label_column: Optional[str] = None) -> Union[ImageSplits, TextSplits]:
+    """Load the named dataset (uint8 image splits, or token streams for text); a one-line DataError when it is missing or malformed.
+
+    ``label_column`` picks the label column of a ``parquet:`` dataset (see ``ray_ban.data.parquet``)."""
+    _check_label_column(spec, label_column)
     if spec == SYNTHETIC_TEXT:
         return generated_corpus(**SYNTHETIC_TEXT_SIZES, name=spec)
     if spec.startswith("ptb:"):
@@ -79,8 +85,19 @@ def load_dataset(spec: str, root: Optional[str] = None, download: bool = False) 
     if spec in CIFAR_FOLDERS:
         return _load_cifar(spec, root, download)
     if spec.startswith("parquet:"):
-        return _load_parquet(spec)
+        return _load_parquet(spec, label_column)
     raise DataError(f"unknown dataset '{spec}': use one of {', '.join(dataset_names())}")
+
+
+def _check_label_column(spec: str, label_column: Optional[str]) -> None:
+    if label_column and not spec.startswith("parquet:"):
+        raise DataError(f"--label-column {label_column} applies to parquet: datasets only, not {spec}; drop it")
+
+
+def cifar_lock(spec: str, root: Optional[str]):
+    """The node-wide lock of one torchvision dataset folder: concurrent --download on one node cannot race."""
+    where = str(Path(root or default_root()).expanduser().resolve())
+    return node_lock(content_key(f"torchvision-{spec}", where))
 
 
 def default_root() -> str:
@@ -102,8 +119,9 @@ def _load_cifar(spec: str, root: Optional[str], download: bool) -> ImageSplits:
     cls = torchvision.datasets.CIFAR10 if spec == "cifar10" else torchvision.datasets.CIFAR100
     where = root or default_root()
     try:
-        train = cls(where, train=True, download=download)
-        test = cls(where, train=False, download=download)
+        with cifar_lock(spec, root):  # one process downloads and extracts; the others wait, then find the files
+            train = cls(where, train=True, download=download)
+            test = cls(where, train=False, download=download)
     except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
         raise DataError(_missing_cifar(spec, root)) from error
     except OSError as error:  # download attempted without a network
@@ -117,51 +135,22 @@ def _load_cifar(spec: str, root: Optional[str], download: bool) -> ImageSplits:
     return ImageSplits(spec, train_x, train_y, test_x, test_y, len(train.classes), tuple(train.classes))
 
 
-def _parquet_files(spec: str) -> tuple[Path, Path]:
-    folder = Path(spec.split(":", 1)[1]).expanduser()
-    files = folder / "train.parquet", folder / "test.parquet"
-    missing = [str(p) for p in files if not p.is_file()]
-    if missing:
-        raise DataError(f"{spec}: missing {', '.join(missing)}; the folder needs train.parquet and test.parquet (Hugging Face image layout)")
-    return files
+def _load_parquet(spec: str, label_column: Optional[str]) -> ImageSplits:
+    """A Parquet image dataset (folder or storage URI), decoded once per node and then read from the node's cache."""
+    source = parquet.open_source(spec, label_column)
 
+    def decode() -> tuple[dict[str, np.ndarray], dict]:
+        (train_x, train_y), (test_x, test_y) = parquet.read_split(source, "train"), parquet.read_split(source, "test")
+        if train_x.shape[1:] != test_x.shape[1:]:
+            raise DataError(f"{spec}: train images are {tuple(train_x.shape[1:])} but test images {tuple(test_x.shape[1:])}")
+        num_classes = len(source.classes) or int(max(train_y.max(initial=0), test_y.max(initial=0))) + 1
+        arrays = {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
+        return arrays, {"num_classes": num_classes, "classes": list(source.classes), "label_column": source.label_column}
 
-def _check_parquet_schema(path: Path):
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(path)
-    names = set(schema.names)
-    if "label" not in names or "img" not in names:
-        raise DataError(f"{path}: needs columns 'img' (struct with 'bytes') and 'label', found {', '.join(schema.names)}")
-    img_type = schema.field("img").type
-    if not hasattr(img_type, "get_field_index") or img_type.get_field_index("bytes") < 0:
-        raise DataError(f"{path}: column 'img' must be a struct with a 'bytes' field (Hugging Face image layout), found {img_type}")
-    return schema
-
-
-def _load_parquet(spec: str) -> ImageSplits:
-    import pyarrow.parquet as pq
-    from torchvision.io import ImageReadMode, decode_image
-
-    def read(path: Path) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-        schema = _check_parquet_schema(path)
-        table = pq.read_table(path, columns=["img", "label"])
-        blobs = table.column("img").combine_chunks().field("bytes").to_pylist()
-        encoded = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in blobs]
-        with warnings.catch_warnings():  # torchvision 0.29 warns on every decode that TorchCodec will replace it
-            warnings.simplefilter("ignore", DeprecationWarning)
-            images = torch.stack([decode_image(e, mode=ImageReadMode.RGB) for e in encoded])
-        labels = torch.tensor(table.column("label").to_pylist(), dtype=torch.int64)
-        classes = (schema.metadata or {}).get(b"classes", b"").decode()
-        return images, labels, tuple(c.strip() for c in classes.split(",") if c.strip())
-
-    train_path, test_path = _parquet_files(spec)
-    train_x, train_y, classes = read(train_path)
-    test_x, test_y, _ = read(test_path)
-    if train_x.shape[1:] != test_x.shape[1:]:
-        raise DataError(f"{spec}: train images are {tuple(train_x.shape[1:])} but test images {tuple(test_x.shape[1:])}")
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    return ImageSplits(spec, train_x, train_y, test_x, test_y, num_classes, classes)
+    arrays, meta = cached_arrays(content_key(source.name(), source.cache_material()), decode)
+    tensors = {name: torch.from_numpy(array) for name, array in arrays.items()}
+    return ImageSplits(spec, tensors["train_images"], tensors["train_labels"], tensors["test_images"],
+                       tensors["test_labels"], meta["num_classes"], tuple(meta["classes"]))
 
 
 def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: int = 0, name: str = "synthetic") -> ImageSplits:
