@@ -3,7 +3,9 @@
 Built from ``results.parquet`` alone (its rows, their per-epoch curves, and the plan stored in its
 schema metadata), so it works on any finished or partial sweep and on a copy fetched from a
 cluster. Figures: test error by generation for every row (teacher, students, baselines and
-ensembles, with the paper's numbers beside ours) and learning curves along each chain.
+ensembles, with the paper's numbers beside ours), learning curves along each chain, and a forest
+plot of the paired comparisons over seeds (student vs teacher, BAN-k vs BAN-(k-1), vs a label-only
+baseline, Ens*k vs an ensemble of independent models).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Optional
 
+from .cells import Cells
 from .results import paper_table, read_results
 from .spaces import CELL_METRICS, SweepPlan
 from .store import RunStore
 
 ERROR_FIGURE = "error_by_generation.png"
 CURVES_FIGURE = "learning_curves.png"
+COMPARISONS_FIGURE = "comparisons.png"
 
 
 class ReportError(ValueError):
@@ -113,17 +117,23 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
             ax.plot(xs, ys, marker="o", label=name)
         if teacher:
             ax.plot([0], [_mean(teacher)], marker="*", markersize=14, color="black", linestyle="none", label="teacher")
+        baselines: dict[str, list[dict]] = defaultdict(list)  # one line per baseline chain: its mean over seeds
         for r in ok:
             if r["row"] == row and r["role"] == "baseline":
-                ax.axhline(r[metric], linestyle="--", color="gray", linewidth=1)
-                ax.text(0, r[metric], f" baseline {r['architecture']}", fontsize=7, va="bottom", color="gray")
+                baselines[r["chain"]].append(r)
+        for rs in baselines.values():
+            level = _mean([r[metric] for r in rs])
+            ax.axhline(level, linestyle="--", color="gray", linewidth=1)
+            ax.text(0, level, f" baseline {rs[0]['architecture']}", fontsize=7, va="bottom", color="gray")
         ensembles: dict[str, list[dict]] = defaultdict(list)
         for r in ok:
             if r["row"] == row and r["role"] == "ensemble":
                 ensembles[_series(r)].append(r)
         for name, rs in sorted(ensembles.items()):
-            ax.plot([rs[0]["generation"]], [_mean([r[metric] for r in rs])], marker="D", linestyle="none",
-                    label=name)
+            independent = _is_independent(rs[0])  # drawn at its size, beside the Ens*k it partners
+            x = len(json.loads(rs[0]["config"])["members"]) if independent else rs[0]["generation"]
+            ax.plot([x], [_mean([r[metric] for r in rs])], marker="d" if independent else "D", linestyle="none",
+                    markerfacecolor="none" if independent else None, label=f"{name} (independent)" if independent else name)
         paper = paper_points(plan, row, metric)
         if paper:
             ax.plot([g for _, g, _ in paper], [v for _, _, v in paper], marker="o", markersize=9, linestyle="none",
@@ -150,7 +160,8 @@ def learning_curves(records: list[dict], plan: SweepPlan, store: RunStore, path:
             if not curve or not mine or r["role"] == "ensemble":
                 continue
             start = r["generation"] * len(curve)
-            label = "teacher" if r["role"] == "teacher" else f"{_series(r)} gen {r['generation']}"
+            label = ("teacher" if r["role"] == "teacher" else f"{_series(r)} independent" if r["role"] == "independent"
+                     else f"{_series(r)} gen {r['generation']}")
             ax.plot(range(start + 1, start + len(curve) + 1), curve, label=f"{label} s{r['seed']}",
                     color="black" if r["role"] == "teacher" else None)
         ax.set_title(row, fontsize=9)
@@ -162,6 +173,58 @@ def learning_curves(records: list[dict], plan: SweepPlan, store: RunStore, path:
     fig.suptitle(f"{plan.name}: learning curves", fontsize=9)
     fig.tight_layout()
     _save(fig, store, path)
+
+
+def _is_independent(r: dict) -> bool:
+    """An ensemble of a chain's independent label-only models (``<chain>/ind<k>``)."""
+    return r["role"] == "ensemble" and (r["chain"] or "").rpartition("/")[2].startswith("ind")
+
+
+def forest_plot(comparisons: list[dict], plan: SweepPlan, store: RunStore, path: str) -> None:
+    """One line per paired comparison: the mean of a - b over seeds and its 95% t interval, against zero."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.32 * max(1, len(comparisons))))
+    for y, c in enumerate(reversed(comparisons)):
+        low = c["mean_diff"] - c["ci_low"] if c["ci_low"] is not None else 0.0
+        high = c["ci_high"] - c["mean_diff"] if c["ci_high"] is not None else 0.0
+        ax.errorbar([c["mean_diff"]], [y], xerr=[[low], [high]], fmt="o", capsize=3,
+                    color="black" if c["ci_low"] is not None else "gray")
+    ax.set_yticks(range(len(comparisons)))
+    ax.set_yticklabels([f"{c['row']}: {c['a']} - {c['b']} (n={c['n']})" for c in reversed(comparisons)], fontsize=7)
+    ax.axvline(0.0, color="red", linewidth=1)
+    what = "perplexity" if comparisons and comparisons[0]["metric"] == "perplexity" else "test error points"
+    ax.set_xlabel(f"a - b in {what}, paired by seed (left of 0: a is better); bars: 95% t interval")
+    if not comparisons:
+        ax.text(0.5, 0.5, "no comparison has a finished seed yet", transform=ax.transAxes, ha="center")
+    ax.grid(alpha=0.3, axis="x")
+    ax.set_title(f"{plan.name}: paired comparisons over seeds (gray: one seed, no interval)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, store, path)
+
+
+def comparisons_section(comparisons: list[dict]) -> list[str]:
+    """report.md's table of paired comparisons: a - b over the seeds both have, its interval and both tests."""
+    lines = ["## Paired comparisons over seeds", "",
+             "Within a seed a chain's generations share one lineage, so cells are compared seed by seed: a - b "
+             "(negative: a is better), the mean over seeds with its 95% Student-t interval, a paired t-test and a "
+             "Wilcoxon signed-rank test (which cannot reach p < 0.05 below 6 seeds). Also in comparisons.parquet.", "",
+             f"![paired comparisons]({COMPARISONS_FIGURE})", "",
+             "| row | comparison | a - b | n | mean a - b | 95% CI | paired t p | Wilcoxon p |",
+             "|" + " --- |" * 8]
+    for c in comparisons:
+        interval = "-" if c["ci_low"] is None else f"{c['ci_low']:+.2f} to {c['ci_high']:+.2f}"
+        cells = [c["row"], c["comparison"], f"{c['a']} - {c['b']}", c["n"], f"{c['mean_diff']:+.2f}", interval,
+                 _p(c["t_p"]), _p(c["wilcoxon_p"])]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return lines + [""]
+
+
+def _p(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _save(fig, store: RunStore, path: str) -> None:
@@ -187,6 +250,7 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
              f"{plan.recipe.schedule} schedule.", "",
              paper_table(plan, pa.Table.from_pylist(records, schema=SCHEMA)), "",
              f"![{'test perplexity' if language else 'test error'} by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
+             *comparisons_section(Cells(plan, records).comparisons()),
              *search_section(records),
              "## Every model and ensemble", "",
              "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | "
@@ -233,11 +297,12 @@ def _num(value: Optional[float]) -> str:
 
 
 def write_report(location: str | Path) -> str:
-    """Write report.md and both figures into the sweep folder (local or storage URI); returns report.md's location."""
+    """Write report.md and its figures into the sweep folder (local or storage URI); returns report.md's location."""
     store = RunStore(location)
     records, plan = load(location)
     error_by_generation(records, plan, store, ERROR_FIGURE)
     learning_curves(records, plan, store, CURVES_FIGURE)
+    forest_plot(Cells(plan, records).comparisons(), plan, store, COMPARISONS_FIGURE)
     store.write_bytes("report.md", markdown(records, plan).encode())
     return store.uri("report.md")
 
@@ -251,7 +316,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ReportError as error:
         print(f"ray-ban report: error: {error}", file=sys.stderr)
         return 2
-    print(f"ray-ban report: {path} ({ERROR_FIGURE}, {CURVES_FIGURE} beside it)")
+    print(f"ray-ban report: {path} ({ERROR_FIGURE}, {CURVES_FIGURE}, {COMPARISONS_FIGURE} beside it)")
     return 0
 
 

@@ -1,23 +1,29 @@
-"""Arrow results of a sweep: one row per trained model and per ensemble, and the paper-style table.
+"""Arrow results of a sweep: one row per trained model and per ensemble, its cells over seeds, the
+paired comparisons between cells, and the paper-style table.
 
 Built only from the run folder (summaries and stored test predictions) and the plan, so it works on
 any finished or partial sweep; ensembles come from stored logits, never from re-running models.
-This is the only module that knows the Parquet schema.
+This is the only module that knows the Parquet schemas (results, cells, comparisons).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
-import statistics
+import platform
+import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import metrics
+from .cells import STUDENT_VS_TEACHER, Cells, describe
 from .recipe import Recipe
-from .spaces import CELL_METRICS, Chain, SweepPlan, Training
+from .spaces import Chain, SweepPlan, Training
 from .store import RunStore
 
 SCHEMA = pa.schema([
@@ -39,6 +45,22 @@ SCHEMA = pa.schema([
     ("test_perplexity", pa.float64()), ("val_perplexity", pa.float64()),
 ])
 
+# cells.parquet: one row per table cell, over the seeds it has (std and interval need two or more)
+CELLS_SCHEMA = pa.schema([
+    ("row", pa.string()), ("column", pa.string()), ("reference", pa.string()), ("n", pa.int32()),
+    ("mean", pa.float64()), ("std", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("paper", pa.float64()), ("paper_in_ci", pa.bool_()), ("seeds", pa.list_(pa.int64())),
+])
+
+# comparisons.parquet: a - b paired by seed; two rows per pair, test "paired_t" (with the 95% t interval of
+# the mean difference) and "wilcoxon" (signed-rank; same n and mean difference, no interval)
+COMPARISONS_SCHEMA = pa.schema([
+    ("row", pa.string()), ("comparison", pa.string()), ("a", pa.string()), ("b", pa.string()), ("metric", pa.string()),
+    ("n", pa.int32()), ("seeds", pa.list_(pa.int64())), ("mean_diff", pa.float64()), ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()), ("p_value", pa.float64()), ("test", pa.string()),
+])
+VERSIONED = ("ray-ban", "torch", "ray")  # read from installed metadata: this module never imports Ray
+
 
 def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
     """Result rows for every model of the plan (finished, failed or pending) and every ensemble."""
@@ -46,11 +68,11 @@ def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
         return _search_rows(plan, store)
     users: dict[str, list[str]] = {}
     for chain in plan.chains:
-        for training in chain.trainings:
+        for training in chain.all_trainings:
             users.setdefault(training.key, []).append(chain.row)
     rows, seen = [], set()
     for chain in plan.chains:
-        for training in chain.trainings:
+        for training in chain.all_trainings:
             if training.key in seen:
                 continue
             seen.add(training.key)
@@ -68,7 +90,8 @@ def _search_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
     rows = [_model_row(plan, store, template, template.root, [template.row])]
     outcome = read_outcome(store) or {"trials": [], "best": None}
     for trial in outcome["trials"]:
-        chain = Chain.from_dict(trial["chain"])
+        # a search trains the template's teacher and each trial's students, never independent models
+        chain = replace(Chain.from_dict(trial["chain"]), independent=())
         recipe = Recipe.from_dict(trial["recipe"])
         stopped = trial["status"] == "stopped"
         extra = {"trial": trial["trial"], "hparams": json.dumps(trial["hparams"], sort_keys=True), "stopped": stopped,
@@ -108,30 +131,39 @@ def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Trainin
 
 
 def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]:
+    """The chain's ensembles of generations (Ens*k), then those of its independent models (ind2..indK)."""
     by_generation = {t.generation: t for t in chain.trainings}
+    last = chain.generations[-1] if chain.generations else chain.root
     rows = []
     for name, members in chain.ensembles.items():
-        trainings = [by_generation[g] for g in members]
-        row = _base_row(plan, chain, "ensemble", max(members), chain.generations[-1].architecture, chain.generations[-1].loss,
-                        chain.generations[-1].loss_params, chain.seed)
-        row.update(chain=f"{chain.name}/{name}", members=list(members), model_key=f"{chain.chain_id}.{name}",
-                   config=json.dumps({"members": [t.key for t in trainings]}))
-        done = all(store.is_done(t.key) for t in trainings)
-        if done and "target_logprob" in store.prediction_columns(trainings[0].key):
-            row.update(_token_ensemble(store, trainings))
-        elif done:
-            predictions = [store.load_predictions(t.key) for t in trainings]
-            labels = predictions[0][1]
-            logits = metrics.ensemble_logits([p[0] for p in predictions])
-            summary = metrics.summary(logits, labels, predictions[-1][0])
-            row.update(final_test_error=summary["error"], best_test_error=summary["error"], test_loss=summary["loss"],
-                       agreement=summary["agreement"], kl=summary["kl"], ece=summary["ece"], status="ok",
-                       parameters=sum(store.summary(t.key)["parameters"] for t in trainings),
-                       wall_time_s=sum(store.summary(t.key)["wall_time_s"] for t in trainings))
-        else:
-            row["status"] = "pending"
-        rows.append(row)
+        row = _base_row(plan, chain, "ensemble", max(members), last.architecture, last.loss, last.loss_params, chain.seed)
+        rows.append(_ensemble(store, row, chain, name, [by_generation[g] for g in members], list(members)))
+    for size in range(2, len(chain.independent) + 1):
+        # generation 0 and no generations in members: every member is a label-only model of its own seed
+        row = _base_row(plan, chain, "ensemble", 0, last.architecture, "label", {}, chain.seed)
+        rows.append(_ensemble(store, row, chain, f"ind{size}", list(chain.independent[:size]), []))
     return rows
+
+
+def _ensemble(store: RunStore, row: dict, chain: Chain, name: str, trainings: list[Training], members: list[int]) -> dict:
+    """One ensemble's row, computed from its members' stored test predictions once all are finished."""
+    row.update(chain=f"{chain.name}/{name}", members=members, model_key=f"{chain.chain_id}.{name}",
+               config=json.dumps({"members": [t.key for t in trainings]}))
+    done = all(store.is_done(t.key) for t in trainings)
+    if done and "target_logprob" in store.prediction_columns(trainings[0].key):
+        row.update(_token_ensemble(store, trainings))
+    elif done:
+        predictions = [store.load_predictions(t.key) for t in trainings]
+        labels = predictions[0][1]
+        logits = metrics.ensemble_logits([p[0] for p in predictions])
+        summary = metrics.summary(logits, labels, predictions[-1][0])
+        row.update(final_test_error=summary["error"], best_test_error=summary["error"], test_loss=summary["loss"],
+                   agreement=summary["agreement"], kl=summary["kl"], ece=summary["ece"], status="ok",
+                   parameters=sum(store.summary(t.key)["parameters"] for t in trainings),
+                   wall_time_s=sum(store.summary(t.key)["wall_time_s"] for t in trainings))
+    else:
+        row["status"] = "pending"
+    return row
 
 
 def _token_ensemble(store: RunStore, trainings: list[Training]) -> dict:
@@ -156,64 +188,73 @@ def _base_row(plan: SweepPlan, chain: Chain, role, generation, architecture, los
     return row
 
 
-def write_results(plan: SweepPlan, store: RunStore) -> pa.Table:
-    """Write ``results.parquet`` (atomically) and ``table.md``; returns the Arrow table."""
-    table = pa.Table.from_pylist(collect_rows(plan, store), schema=SCHEMA)
-    table = table.replace_schema_metadata({"sweep": plan.name, "plan": json.dumps(plan.to_dict(), default=str)})
+def write_results(plan: SweepPlan, store: RunStore, argv: Optional[Sequence[str]] = None) -> pa.Table:
+    """Write ``results.parquet``, ``cells.parquet``, ``comparisons.parquet`` (each atomically) and ``table.md``.
+
+    Each file's schema metadata records the provenance (``provenance``: the driver's command line,
+    ``argv`` or ``sys.argv``); returns the results table."""
+    records = collect_rows(plan, store)
+    origin = provenance(plan, argv)
+    table = pa.Table.from_pylist(records, schema=SCHEMA)
+    table = table.replace_schema_metadata({"sweep": plan.name, "plan": json.dumps(plan.to_dict(), default=str), **origin})
+    cells = Cells(plan, records)
+    for name, rows, schema in (("cells.parquet", cells.cell_rows(), CELLS_SCHEMA),
+                               ("comparisons.parquet", comparison_rows(cells.comparisons()), COMPARISONS_SCHEMA)):
+        extra = pa.Table.from_pylist(rows, schema=schema).replace_schema_metadata({"sweep": plan.name, **origin})
+        store.write_with(name, lambda temp, extra=extra: pq.write_table(extra, temp))
     store.write_with("results.parquet", lambda temp: pq.write_table(table, temp))
     store.write_bytes("table.md", (paper_table(plan, table) + "\n").encode())
     return table
 
 
+def provenance(plan: SweepPlan, argv: Optional[Sequence[str]] = None) -> dict[str, str]:
+    """What made these results: the command line (JSON list), the space file's sha256 (of its bytes when the
+    results are written; empty if it is not a readable file) and the versions of ray-ban, torch, Ray, Python."""
+    source = Path(plan.source)
+    try:
+        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.is_file() else ""
+    except OSError:
+        digest = ""
+    versions = {name: _installed(name) for name in VERSIONED}
+    versions["python"] = platform.python_version()
+    return {"command": json.dumps(list(sys.argv if argv is None else argv)), "space_sha256": digest,
+            "versions": json.dumps(versions, sort_keys=True)}
+
+
+def _installed(distribution: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def comparison_rows(comparisons: list[dict]) -> list[dict]:
+    """``Cells.comparisons`` as comparisons.parquet rows: a paired-t row and a Wilcoxon row per pair."""
+    rows = []
+    for c in comparisons:
+        common = {k: c[k] for k in ("row", "comparison", "a", "b", "metric", "n", "seeds", "mean_diff")}
+        rows.append({**common, "ci_low": c["ci_low"], "ci_high": c["ci_high"], "p_value": c["t_p"], "test": "paired_t"})
+        rows.append({**common, "ci_low": None, "ci_high": None, "p_value": c["wilcoxon_p"], "test": "wilcoxon"})
+    return rows
+
+
 def paper_table(plan: SweepPlan, table: pa.Table) -> str:
-    """The paper-style markdown table: each cell is our test error (mean ± sd over seeds) and the paper's."""
-    records = table.to_pylist()
-    columns = plan.columns or {"teacher": "teacher"}
+    """The paper-style markdown table: each cell is ours over seeds (mean ± 95% interval half-width, n) and the paper's."""
+    cells = Cells(plan, table.to_pylist())
+    columns = cells.columns()
     header = "| row | " + " | ".join(columns) + " |"
     measure = "each column's metric" if any("@" in ref for ref in columns.values()) else "test error %"
-    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): {measure}, ours (paper)", "",
-             header, "|" + " --- |" * (len(columns) + 1)]
+    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): {measure}, ours (paper); ours = mean ± half-width "
+             "of the 95% Student-t interval over seeds (n); n=1: one seed, no interval; † the paper's number lies "
+             "outside our interval", "", header, "|" + " --- |" * (len(columns) + 1)]
     for row_name in plan.paper:
-        cells = []
-        for label, ref in columns.items():
-            ours = _cell_values(plan, records, row_name, ref)
-            paper = plan.paper[row_name].get(label)
-            cells.append(f"{_format(ours, ref)} ({'-' if paper is None else paper})")
-        lines.append(f"| {row_name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name} | " + " | ".join(cells.table_cell(row_name, label) for label in columns) + " |")
     return "\n".join(lines)
 
 
-def _cell_values(plan: SweepPlan, records: list[dict], row_name: str, ref: str) -> list[float]:
-    """Values of one cell over seeds: test error (or ``@metric``) of a model or ensemble, or a parameter count."""
-    by_key = {r["model_key"]: r for r in records}
-    ref, _, metric = ref.partition("@")
-    field = CELL_METRICS[metric] if metric else "final_test_error"
-    chain_name, _, part = ref.partition("/")
-    wanted: list[tuple[str, str]] = []  # (model key, field)
-    for chain in (c for c in plan.chains if c.row == row_name):
-        if ref in ("teacher", "params"):
-            if chain.root.role == "teacher":
-                wanted.append((chain.root.key, "parameters" if ref == "params" else field))
-        elif chain.name != chain_name:
-            continue
-        elif part.startswith("ens"):
-            wanted.append((f"{chain.chain_id}.{part}", field))
-        elif part == "params":
-            wanted.append((chain.trainings[-1].key, "parameters"))
-        else:
-            wanted.extend((t.key, field) for t in chain.trainings if t.generation == int(part))
-    # dict.fromkeys: a teacher shared by several chains of the row counts once per seed
-    return [by_key[k][f] for k, f in dict.fromkeys(wanted) if k in by_key and by_key[k][f] is not None]
-
-
-def _format(values: list[float], ref: str) -> str:
-    if not values:
-        return "-"
-    if ref.endswith("params") or ref.endswith("@params"):
-        return f"{values[0] / 1e6:.2f}M"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+def teacher_student_lines(plan: SweepPlan, table: pa.Table) -> list[str]:
+    """The terminal's paired lines after the table: each chain's first generation against its teacher, by seed."""
+    return [describe(c) for c in Cells(plan, table.to_pylist()).comparisons() if c["comparison"] == STUDENT_VS_TEACHER]
 
 
 def read_results(location: str | Path) -> pa.Table:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
@@ -30,7 +31,7 @@ PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwarg
 ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs", "recipe"}
 CELL_METRICS = {"params": "parameters", "error": "final_test_error", "best_error": "best_test_error",
                 "val_error": "val_error", "perplexity": "test_perplexity", "val_perplexity": "val_perplexity"}
-CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs"}
+CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs", "independent"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -48,7 +49,7 @@ class Training:
     loss_params: dict
     seed: int
     generation: int
-    role: str  # teacher | student | baseline
+    role: str  # teacher | student | baseline | independent (a label-only twin of a chain's student)
     teacher_key: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
 
@@ -65,15 +66,25 @@ class Chain:
     generations: tuple[Training, ...]  # distilled generations 1..K (empty for a baseline)
     ensembles: dict  # name -> generations averaged, e.g. {"ens2": [1, 2]}
     recipe_overrides: dict = field(default_factory=dict)  # a row's own recipe values (Table 6's two recipes)
+    # ``independent: k``: k label-only models of the student architecture with their own seeds, trained
+    # once each like a teacher; their ensembles ind2..indk are the fair partners of Ens*2..Ens*k
+    independent: tuple[Training, ...] = ()
 
     @property
     def trainings(self) -> tuple[Training, ...]:
+        """The lineage: root, then the generations distilled from it."""
         return (self.root, *self.generations)
+
+    @property
+    def all_trainings(self) -> tuple[Training, ...]:
+        """The lineage and the chain's independent models."""
+        return (*self.trainings, *self.independent)
 
     @classmethod
     def from_dict(cls, raw: dict) -> "Chain":
         """The inverse of ``dataclasses.asdict`` (plans and search outcomes are stored as JSON)."""
-        return cls(**{**raw, "root": Training(**raw["root"]), "generations": tuple(Training(**g) for g in raw["generations"])})
+        return cls(**{**raw, "root": Training(**raw["root"]), "generations": tuple(Training(**g) for g in raw["generations"]),
+                      "independent": tuple(Training(**t) for t in raw.get("independent", ()))})
 
 
 @dataclass(frozen=True)
@@ -103,15 +114,16 @@ class SweepPlan:
     def recipe_of(self, key: str) -> Recipe:
         """The recipe of the chain that holds training ``key`` (a shared teacher's row recipe is one recipe)."""
         for chain in self.chains:
-            if any(t.key == key for t in chain.trainings):
+            if any(t.key == key for t in chain.all_trainings):
                 return self.recipe_for(chain)
         return self.recipe
 
     def roots(self) -> list[Training]:
-        """Distinct generation-0 trainings (teachers and baselines): each is trained once per sweep."""
+        """Distinct generation-0 trainings (teachers, baselines, independent models): each is trained once per sweep."""
         unique: dict[str, Training] = {}
         for chain in self.chains:
-            unique.setdefault(chain.root.key, chain.root)
+            for training in (chain.root, *chain.independent):
+                unique.setdefault(training.key, training)
         return list(unique.values())
 
     def distilled_chains(self) -> list[Chain]:
@@ -213,9 +225,11 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
 
     dataset = overrides.get("dataset") or chosen.get("dataset") or raw.get("dataset")
     dataset = where.string(dataset, "dataset")
-    seeds = overrides.get("seeds") or chosen.get("seeds") or raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        where.fail("seeds", f"must be a non-empty list of non-negative integers, got {seeds!r}", "write e.g. seeds: [0, 1, 2]")
+    if overrides.get("seeds"):
+        seeds = list(overrides["seeds"])
+    else:
+        at = f"presets.{preset}.seeds" if "seeds" in chosen else "seeds"
+        seeds = _seeds(where, at, chosen["seeds"] if "seeds" in chosen else raw.get("seeds", [0]))
     architectures = where.mapping(chosen.get("architectures", {}), f"presets.{preset}.architectures")
     # keyword arguments per architecture name (e.g. a Table 5 student's teacher), file-wide then preset
     arch_kwargs = {**where.mapping(raw.get("model_kwargs", {}), "model_kwargs"),
@@ -284,6 +298,44 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     )
 
 
+def parse_seeds(spec: str) -> list[int]:
+    """Seeds from text such as ``0-4`` or ``0-2,7``: comma-separated seeds and inclusive ranges, each once.
+
+    ValueError (one line, naming the part at fault) for anything else."""
+    seeds: list[int] = []
+    for part in str(spec).split(","):
+        low, dash, high = (piece.strip() for piece in part.partition("-"))
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"'{part.strip()}' is neither a seed nor a range such as 0-4")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"the range '{part.strip()}' runs backwards; write {last}-{first}")
+        seeds.extend(range(first, last + 1))
+    repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
+    if repeated:
+        raise ValueError(f"seed {repeated[0]} is given twice")
+    return seeds
+
+
+def _seeds(where, at: str, value: Any) -> list[int]:
+    """A space file's seeds: a list, a count N (seeds 0..N-1) or the text of ``parse_seeds``."""
+    fix = "write e.g. seeds: [0, 1, 2], seeds: 5 (seeds 0..4) or seeds: '0-2,7'"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            where.fail(at, f"a count of seeds must be at least 1, got {value}", fix)
+        return list(range(value))
+    if isinstance(value, str):
+        try:
+            return parse_seeds(value)
+        except ValueError as error:
+            where.fail(at, str(error), fix)
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        where.fail(at, f"must be a non-empty list of non-negative integers, a count or a range, got {value!r}", fix)
+    if len(set(value)) != len(value):
+        where.fail(at, f"lists a seed twice ({value!r})", "give every seed once")
+    return list(value)
+
+
 def _search_section(where, file_search: Any, preset_search: Any, preset: str) -> dict:
     """The raw ``search:`` mapping with the preset's laid over it (``ray_ban.search`` validates it)."""
     base = where.mapping(file_search, "search")
@@ -320,6 +372,8 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         spec = where.mapping(spec, cat)
         where.keys(spec, CHAIN_KEYS, cat)
         baseline = spec.get("baseline", False)
+        if baseline and spec.get("independent"):
+            where.fail(f"{cat}.independent", "a baseline has no ensemble to partner", "move independent to a distilled chain")
         student = where.string(spec.get("student", row.get("teacher")), f"{cat}.student")
         student = where.string(architectures.get(student, student), f"{cat}.student")
         kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **where.mapping(spec.get("model_kwargs", {}), f"{cat}.model_kwargs")}
@@ -356,7 +410,15 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
                                  previous.key, kwargs, recipe, data_key)
             distilled.append(previous)
         ensembles = _ensembles(where, f"{cat}.ensembles", spec.get("ensembles"), generations)
-        chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, tuple(distilled), ensembles))
+        count = spec.get("independent", 0)
+        if not isinstance(count, int) or isinstance(count, bool) or count == 1 or count < 0:
+            where.fail(f"{cat}.independent", f"must be the size of an ensemble (2 or more, or 0 for none), got {count!r}",
+                       "e.g. independent: 3 beside ens3")
+        # fresh seeds per (sweep seed, architecture, index): chains of the same student share them, like a teacher
+        independent = tuple(_training(student, "label", {}, _derive_seed(seed, student, "independent", str(i)), 0,
+                                      "independent", None, kwargs, recipe, data_key) for i in range(count))
+        chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, tuple(distilled), ensembles,
+                            independent=independent))
     return chains
 
 
@@ -399,7 +461,7 @@ def _check_unique(where, chains: list[Chain]) -> None:
 def _check_cell(where, at: str, cell: Any, chains: list[Chain]) -> None:
     """A column's cell reference must name something the rows produce."""
     if not isinstance(cell, str):
-        where.fail(at, f"must be a cell reference string, got {cell!r}", "use teacher, params, CHAIN/GENERATION or CHAIN/ensN")
+        where.fail(at, f"must be a cell reference string, got {cell!r}", "use teacher, params, CHAIN/GENERATION, CHAIN/ensN or CHAIN/indN")
     cell, _, metric = cell.partition("@")
     if metric and metric not in CELL_METRICS:
         where.fail(at, f"unknown cell metric '@{metric}'", f"use one of {', '.join('@' + m for m in CELL_METRICS)}")
@@ -409,8 +471,14 @@ def _check_cell(where, at: str, cell: Any, chains: list[Chain]) -> None:
     names = {c.name for c in chains}
     if chain_name not in names:
         where.fail(at, f"refers to chain '{chain_name}', which no row defines", f"use one of {', '.join(sorted(names))}")
+    if part.startswith("ind"):
+        size = max(len(c.independent) for c in chains if c.name == chain_name)
+        if not part[3:].isdigit() or not 2 <= int(part[3:]) <= size:
+            where.fail(at, f"'{cell}' asks for an ensemble of independent models that chain '{chain_name}' does not have "
+                       f"({size} independent)", f"set independent: K on the chain and write {chain_name}/indK with 2 <= K")
+        return
     if not (part.isdigit() or part.startswith("ens") or part == "params"):
-        where.fail(at, f"'{cell}' has no generation or ensemble after the slash", "write e.g. ban/1 or ban/ens2")
+        where.fail(at, f"'{cell}' has no generation or ensemble after the slash", "write e.g. ban/1, ban/ens2 or ban/ind2")
 
 
 class _Where:

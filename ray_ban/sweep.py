@@ -59,7 +59,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="where the sweep writes <out>/<sweep>/: a folder (local or NFS) or a storage URI "
                              "(s3://bucket/runs, gs://...); default ./runs")
     parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
-    parser.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    parser.add_argument("--seeds", help="seeds and inclusive ranges, e.g. 0-4 or 0-2,7 (each seed is one more sample "
+                                         "of every cell)")
     parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
     parser.add_argument("--cpus-per-worker", type=float,
                         help="CPUs reserved per worker (default: the preset's resources.cpus_per_worker, else 1)")
@@ -112,14 +113,12 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         if args.generations < 1:
             raise UsageError(f"--generations must be a positive integer, got {args.generations}")
         overrides["generations"] = args.generations
-    if args.seeds:
+    if args.seeds is not None:
         try:
-            seeds = [int(s) for s in args.seeds.split(",")]
-        except ValueError:
-            raise UsageError(f"--seeds must be comma-separated integers such as 0,1,2, got '{args.seeds}'") from None
-        if any(s < 0 for s in seeds):
-            raise UsageError(f"--seeds must be non-negative, got '{args.seeds}'")
-        overrides["seeds"] = seeds
+            overrides["seeds"] = spaces.parse_seeds(args.seeds)
+        except ValueError as error:
+            raise UsageError(f"--seeds must be comma-separated integers or ranges such as 0-4 or 0-2,7, got "
+                             f"'{args.seeds}': {error}") from None
     plan = spaces.load(args.table, args.preset, overrides)
     plan = with_search(plan, args)
     if args.cpus_per_worker is None:
@@ -209,13 +208,14 @@ def describe_plan(plan: SweepPlan) -> str:
     distilled = sum(len(c.generations) for c in plan.chains)
     lines = [f"sweep {plan.name} ({plan.preset} preset) from {plan.source}",
              f"dataset {plan.dataset}, {plan.recipe.epochs} epochs per model, seeds {list(plan.seeds)}",
-             f"{len(plan.chains)} chains; {len(roots)} generation-0 models (teachers and baselines, each trained once) "
+             f"{len(plan.chains)} chains; {len(roots)} generation-0 models (teachers, baselines, independent models; each trained once) "
              f"+ {distilled} distilled generations = {len(roots) + distilled} trainings"]
     for chain in plan.chains:
         if chain.generations:
             steps = " -> ".join(f"gen{t.generation} {t.architecture} [{t.loss}]" for t in chain.generations)
             lines.append(f"  {chain.chain_id}: teacher {chain.root.architecture} -> {steps}"
-                         + (f"; ensembles {', '.join(chain.ensembles)}" if chain.ensembles else ""))
+                         + (f"; ensembles {', '.join(chain.ensembles)}" if chain.ensembles else "")
+                         + (f"; {len(chain.independent)} independent [label]" if chain.independent else ""))
         else:
             lines.append(f"  {chain.chain_id}: baseline {chain.root.architecture} [label]")
     if plan.search:
@@ -606,10 +606,12 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path
 
 
 def _report(plan: SweepPlan, table, failures: dict, store, started: float) -> int:
-    """Print the paper-style table and the failures; the exit code."""
-    from .results import paper_table
+    """Print the paper-style table, each student against its teacher paired by seed, the failures; the exit code."""
+    from .results import paper_table, teacher_student_lines
 
     print(paper_table(plan, table))
+    for line in teacher_student_lines(plan, table):
+        print(f"ray-ban: paired by seed, {line}")
     failed = {k: v for k, v in failures.items() if v}
     for chain_id, message in failed.items():
         print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr)

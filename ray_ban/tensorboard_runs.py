@@ -1,9 +1,10 @@
 """TensorBoard runs of a sweep: one run per trained model and per ensemble, each an HParams session.
 
 Layout under ``<out>/<sweep>/tensorboard/``: ``<row>/<chain>-s<seed>/gen<k>`` for models (a shared
-teacher appears once, under the first row that uses it, as ``<row>/teacher-s<seed>/gen0``) and
-``<row>/<chain>-s<seed>/<ensemble>`` for ensembles, so TensorBoard's run list reads row / chain /
-generation, and the seeds of one chain stay apart.
+teacher appears once, under the first row that uses it, as ``<row>/teacher-s<seed>/gen0``; a chain's
+independent label-only models as ``<row>/<chain>-s<seed>/independent<i>``) and
+``<row>/<chain>-s<seed>/<ensemble>`` for ensembles (``ens<k>``, and ``ind<k>`` of independent models),
+so TensorBoard's run list reads row / chain / generation, and the seeds of one chain stay apart.
 Each run holds per-epoch scalars and an HParams session (start info with the run's
 hyperparameters, end info with its status); the HParams dashboard builds its table from those
 sessions and takes the final value of every scalar tag as a metric. No Ray here.
@@ -57,11 +58,13 @@ def plan_runs(plan, searched: Optional[dict] = None) -> dict[str, dict]:
     """
     runs: dict[str, dict] = {}
     for chain in plan.chains:
-        for training in chain.trainings:
+        for training in chain.all_trainings:
             if training.key in runs:
                 continue
             if training.role == "teacher":
                 name = model_run_name(chain.row, f"teacher-s{chain.seed}", 0)
+            elif training.role == "independent":  # beside the chain's gen<k> and ens<k>/ind<k> runs
+                name = f"{chain.row}/{chain.name}-s{chain.seed}/independent{chain.independent.index(training)}"
             else:
                 name = model_run_name(chain.row, f"{chain.name}-s{chain.seed}", training.generation)
             hp = _hparams(plan, plan.recipe_for(chain), chain, training)

@@ -3,17 +3,22 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from PIL import Image
 
-from ray_ban.report import CURVES_FIGURE, ERROR_FIGURE, paper_points, load
+import pyarrow.parquet as pq
+
+from fabricated_run import fabricate_run
+from ray_ban.report import COMPARISONS_FIGURE, CURVES_FIGURE, ERROR_FIGURE, load, paper_points, write_report
+from ray_ban.results import write_results
 from sweep_helpers import ROOT
 
 
 def test_the_sweep_wrote_its_report_and_the_cli_renders_it_from_parquet_alone(finished_sweep, tmp_path):
     folder, *_ = finished_sweep
     sweep_dir = folder / "runs" / "shared"
-    for name in ("report.md", ERROR_FIGURE, CURVES_FIGURE):
+    for name in ("report.md", ERROR_FIGURE, CURVES_FIGURE, COMPARISONS_FIGURE, "cells.parquet", "comparisons.parquet"):
         assert (sweep_dir / name).is_file(), name  # written at the end of the sweep
     only_parquet = tmp_path / "copy"
     only_parquet.mkdir()
@@ -42,3 +47,20 @@ def test_report_on_a_folder_without_results_is_one_line_and_exit_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ray_ban.report", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "results.parquet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_report_shows_paired_comparisons_as_a_table_and_a_forest_plot(tmp_path):
+    plan, store, _ = fabricate_run(tmp_path)  # three seeds, written without Ray
+    write_results(plan, store)
+    write_report(store.location)
+    with Image.open(store.path(COMPARISONS_FIGURE)) as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[1] > 200
+    text = Path(store.path("report.md")).read_text()
+    assert "## Paired comparisons over seeds" in text and f"]({COMPARISONS_FIGURE})" in text
+    comparisons = [r for r in pq.read_table(store.path("comparisons.parquet")).to_pylist() if r["test"] == "paired_t"]
+    assert len(comparisons) == 5
+    for c in comparisons:  # every pair is a line of the table, with the same numbers as comparisons.parquet
+        assert (f"| {c['row']} | {c['comparison']} | {c['a']} - {c['b']} | {c['n']} | {c['mean_diff']:+.2f} | "
+                f"{c['ci_low']:+.2f} to {c['ci_high']:+.2f} | {c['p_value']:.3g} |") in text
+    assert "(n=3)" in text and "77.9k" in text and "independent" in text

@@ -107,6 +107,8 @@ def test_bad_command_line_values(tmp_path):
     space = write_space(tmp_path / "space.yaml")
     for args, expected in [(["--generations", "0"], "--generations must be a positive integer"),
                            (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
+                           (["--seeds", "4-2"], "the range '4-2' runs backwards; write 2-4"),
+                           (["--seeds", "0-2,1"], "seed 1 is given twice"),
                            (["--workers", "0"], "--workers must be positive")]:
         code, _, err = sweep(space, *args, "--out", tmp_path / "runs")
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
@@ -137,3 +139,75 @@ def test_a_chains_trial_and_controller_code_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_seed_ranges_on_the_command_line_replace_the_files_seeds(tmp_path):
+    space = write_space(tmp_path / "space.yaml", seeds=2)
+    code, out, err = sweep(space, "--seeds", "0-2,7", "--dry-run")
+    assert code == 0, err
+    assert "seeds [0, 1, 2, 7]" in out and "4 chains" in out and "r1.ban.seed7" in out
+
+
+def test_seeds_in_a_space_file_are_a_list_a_count_or_ranges(tmp_path):
+    for given, expected in [(5, (0, 1, 2, 3, 4)), ("0-2,7", (0, 1, 2, 7)), ([3, 1], (3, 1))]:
+        plan = spaces.load(str(write_space(tmp_path / "space.yaml", seeds=given)))
+        assert plan.seeds == expected and sorted(c.seed for c in plan.chains) == sorted(expected)
+    space = write_space(tmp_path / "preset.yaml", presets={"more": {"seeds": 3}})
+    assert spaces.load(str(space), "more").seeds == (0, 1, 2)
+    assert spaces.load(str(space), "more", {"seeds": [7]}).seeds == (7,)  # the command line wins
+
+
+@pytest.mark.parametrize("seeds,expected", [(0, "seeds: a count of seeds must be at least 1"),
+                                            ("3-1", "seeds: the range '3-1' runs backwards"),
+                                            ([0, 0], "seeds: lists a seed twice"), ("0,x", "seeds: 'x' is neither"),
+                                            (True, "seeds: must be a non-empty list"), ([], "seeds: must be a non-empty list")])
+def test_bad_seeds_in_a_space_file_are_one_line(tmp_path, seeds, expected):
+    with pytest.raises(spaces.SpaceError) as error:
+        spaces.load(str(write_space(tmp_path / "space.yaml", seeds=seeds)))
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+INDEPENDENT = {"columns": {"Teacher": "teacher", "Ens*2": "ban/ens2", "IndEns*2": "ban/ind2"},
+               "rows": [{"row": "r1", "teacher": "wrn-10-1", "paper": {},
+                         "chains": {"ban": {"loss": "ban", "generations": 2, "independent": 2},
+                                    "banl": {"loss": "ban+l", "independent": 2}}}]}
+
+
+def test_independent_models_are_generation_0_roots_trained_once_each(tmp_path):
+    from ray_ban import sweep as cli
+    from ray_ban.tensorboard_runs import plan_runs
+
+    space = write_space(tmp_path / "space.yaml", seeds=2, **INDEPENDENT)
+    code, out, err = sweep(space, "--dry-run")
+    # per seed: one teacher and two independent models, which ban and banl (the same student) share
+    assert code == 0 and "6 generation-0 models" in out and "; 2 independent [label]" in out, err
+    args = cli.parse_args([str(space)])
+    plan = cli.plan_from_args(args)
+    independent = [t for t in plan.roots() if t.role == "independent"]
+    assert len(independent) == 4 and all((t.loss, t.generation, t.architecture, t.teacher_key) == ("label", 0, "wrn-10-1", None)
+                                         for t in independent)
+    lineage = {t.seed for c in plan.chains for t in c.trainings}
+    assert len({t.seed for t in independent}) == 4 and not {t.seed for t in independent} & lineage
+    runs = plan_runs(plan)
+    assert runs[independent[0].key]["run"] == "r1/ban-s0/independent0" and runs[independent[0].key]["hparams"]["role"] == "independent"
+    for training in plan.roots():  # what the generation-0 phase builds for each root: a trial with its own board run
+        config = cli.trial_config(plan, f"gen0.{training.key}", [training], [], str(tmp_path), args, "test_error", runs)
+        assert config["board"]["runs"][training.key] == runs[training.key] and config["teachers"] == []
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"independent": 1}, "independent: must be the size of an ensemble (2 or more"),
+    ({"independent": "3"}, "independent: must be the size of an ensemble"),
+    ({"baseline": True, "loss": "label", "independent": 2}, "a baseline has no ensemble to partner"),
+])
+def test_bad_independent_options_are_one_line(tmp_path, change, expected):
+    rows = [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", **change}}}]
+    with pytest.raises(spaces.SpaceError) as error:
+        spaces.load(str(write_space(tmp_path / "space.yaml", columns={"Teacher": "teacher"}, rows=rows)))
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_independent_ensemble_cell_needs_that_many_models(tmp_path):
+    space = write_space(tmp_path / "space.yaml", **{**INDEPENDENT, "columns": {"IndEns*3": "ban/ind3"}})
+    with pytest.raises(spaces.SpaceError, match=r"asks for an ensemble of independent models .* \(2 independent\)"):
+        spaces.load(str(space))
