@@ -236,11 +236,36 @@ CONTRACT: list[Internal] = [
         "the (empty) launch-failure history the scorer takes",
         "ray/autoscaler/_private/node_provider_availability_tracker.py", shape=takes("node_availabilities")),
     Internal(
+        "ray._private.state:state", ("ray_ban/capacity.py",),
+        "state.get_cluster_config(): the node groups (resources, max count) autoscaler v2 reports to the GCS, "
+        "which size a sweep on a cluster whose nodes scale from zero (Ray Train's worker group reads it too)",
+        "ray/_private/state.py (get_cluster_config) and ray/train/v2/_internal/execution/worker_group/worker_group.py "
+        "(how Train reads the cluster's maximum resources)",
+        shape=lambda state: takes()(state.get_cluster_config)),
+    Internal(
+        "ray.tune.search:Searcher", ("ray_ban/release.py",),
+        "TeacherFirst, a Searcher (DeveloperAPI) that releases each chain's trial once its teacher is stored",
+        "ray/tune/search/searcher.py and ray/tune/search/search_generator.py (how suggest's None and FINISHED are read)",
+        seen_as=(".suggest", ".on_trial_complete", ".set_search_properties", ".save", ".restore"),
+        shape=lambda cls: (takes("trial_id")(cls.suggest), takes("trial_id", "result", "error")(cls.on_trial_complete),
+                           takes("metric", "mode", "config")(cls.set_search_properties),
+                           takes("checkpoint_path")(cls.save), takes("checkpoint_path")(cls.restore),
+                           _finished_is_a_string(cls))),
+    Internal(
+        "ray.autoscaler._private.fake_multi_node.node_provider:FakeMultiNodeProvider", ("tests/cluster_helpers.py",),
+        "the local autoscaling cluster of the cluster-path tests: worker raylets launched as local processes",
+        "ray/autoscaler/_private/fake_multi_node/node_provider.py and ray/autoscaler/_private/providers.py",
+        seen_as=("$RAY_FAKE_CLUSTER",), shape=is_class),
+    Internal(
         "ray.train:UserCallback.after_report", ("ray_ban/relay.py",),
         "ReportToTrial, a Train callback (DeveloperAPI) that Train's controller calls with each report",
         "ray/train/v2/api/callback.py and ray/train/v2/_internal/callbacks/user_callback.py (how it is called)",
         seen_as=(".after_report",), shape=takes("run_context", "metrics", "checkpoint")),
 ]
+
+
+def _finished_is_a_string(cls: Any) -> None:
+    assert isinstance(cls.FINISHED, str), f"Searcher.FINISHED is now {cls.FINISHED!r}"
 
 
 def resolve(symbol: str) -> Any:
@@ -269,7 +294,9 @@ def test_ray_still_has(entry: Internal):
 # --- the scanner ----------------------------------------------------------------------------------
 
 SCANNED = ("ray_ban", "tests", "benchmarks")
-PUBLIC_ENV_VARS = {"RAY_ADDRESS"}  # ray.init's documented address variable
+# ray.init's documented address variable; token authentication's documented settings (Ray security docs);
+# the documented switch for usage statistics
+PUBLIC_ENV_VARS = {"RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_USAGE_STATS_ENABLED"}
 WATCHED_ATTRIBUTES = {"temporary_state"}  # public-looking names that reach Ray internals
 ENV_NAME = re.compile(r"(RAY|TUNE)_[A-Z0-9_]+")
 
