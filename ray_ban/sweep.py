@@ -272,18 +272,20 @@ def prepare_run_dir(store, plan: SweepPlan, resume: bool, overwrite: bool) -> No
 
 
 def sweep_identity(plan: SweepPlan) -> dict:
-    """What makes two runs the same sweep: its name, preset, dataset and a hash of the resolved plan.
+    """What makes two runs the same sweep: its name, preset, dataset and a hash of the models it trains.
 
     Never a file path: under ``ray job submit --working-dir`` the space file lives in a per-upload
-    folder, so a path would refuse the same sweep after any code change or on a new cluster. The plan
-    (recipe, rows, chains and their model keys, seeds, generations, search) holds every option that
-    changes results; resources (workers, GPUs) do not change which models a sweep trains."""
+    folder, so a path would refuse the same sweep after any code change or on a new cluster. Every
+    model key is a hash of what determines that model (architecture, loss, seed, teacher, recipe,
+    data), so the sorted keys, with the search section, cover every option that changes results, and
+    a new version of ray-ban that plans the same models continues the sweep. Resources (workers,
+    GPUs) change where models train, not which."""
     import hashlib
     import json
 
-    content = {k: v for k, v in plan.to_dict().items() if k not in ("source", "resources")}
+    content = {"models": sorted(t.key for t in plan.trainings()), "search": plan.search}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"name": plan.name, "preset": plan.preset, "dataset": plan.dataset, "plan_sha256": digest}
+    return {"name": plan.name, "preset": plan.preset, "dataset": plan.dataset, "content_sha256": digest}
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,5 +1,6 @@
 """The sweep CLI without training: validation, dry runs and bad input (exit 2, one line, nothing written)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -211,3 +212,30 @@ def test_an_independent_ensemble_cell_needs_that_many_models(tmp_path):
     space = write_space(tmp_path / "space.yaml", **{**INDEPENDENT, "columns": {"IndEns*3": "ban/ind3"}})
     with pytest.raises(spaces.SpaceError, match=r"asks for an ensemble of independent models .* \(2 independent\)"):
         spaces.load(str(space))
+
+
+def test_a_sweeps_identity_is_its_content_never_its_path(tmp_path):
+    from ray_ban import spaces
+    from ray_ban.sweep import sweep_identity
+
+    original = spaces.load("table1", "smoke")
+    copy = tmp_path / "upload-folder" / "table1.yaml"  # as ray job submit's per-upload working dir
+    copy.parent.mkdir()
+    copy.write_text(spaces.resolve("table1").read_text() + "\n# a comment changes nothing that trains\n")
+    assert sweep_identity(spaces.load(str(copy), "smoke")) == sweep_identity(original)
+    assert str(tmp_path) not in json.dumps(sweep_identity(original))
+    more_epochs = spaces.load(str(copy), "smoke", {"generations": 3})
+    assert sweep_identity(more_epochs)["content_sha256"] != sweep_identity(original)["content_sha256"]
+
+
+def test_a_storage_uri_is_never_told_to_overwrite(tmp_path):
+    from ray_ban import spaces
+    from ray_ban.store import RunStore
+    from ray_ban.sweep import UsageError, prepare_run_dir
+
+    store = RunStore(f"file://{tmp_path}/bucket/table1")  # a URI: the hint must not delete a bucket's sweep
+    store.remote = True
+    prepare_run_dir(store, spaces.load("table1", "smoke"), resume=False, overwrite=False)
+    with pytest.raises(UsageError) as refused:
+        prepare_run_dir(store, spaces.load("table1", "smoke", {"generations": 3}), resume=False, overwrite=False)
+    assert "--overwrite" not in str(refused.value) and "choose another --out" in str(refused.value)
