@@ -227,6 +227,9 @@ def describe_plan(plan: SweepPlan) -> str:
                     "its own chain of students with the values it draws")
         lines.append(f"search: {count} chains ({search.search_alg} search, {search.scheduler} scheduler, selected on "
                      f"{search.metric}) over " + ", ".join(f"{k}={v}" for k, v in search.space.items()))
+    from .paper_counts import parameter_lines  # builds on the meta device: torch, as validate_plan already imported
+
+    lines.extend(parameter_lines(plan))
     return "\n".join(lines)
 
 

@@ -1,16 +1,31 @@
-"""Model registry: parameter counts against the papers, forward shapes, stem/fc inheritance, errors."""
+"""Model registry: parameter counts against the papers, forward shapes, the Table 4/5 students' shapes
+(hidden states, the path into the teacher's frozen fc), stem/fc inheritance, errors."""
 
 from __future__ import annotations
 
+import operator
+import re
+from pathlib import Path
+
 import pytest
 import torch
+import torch.fx
 from torch import nn
 
 from ray_ban import models
+from ray_ban.data import synthetic
+from ray_ban.generations import build_model, load_trained, run_chain
 from ray_ban.models.densenet import PAPER_SPLITS
+from ray_ban.recipe import Recipe
+from ray_ban.spaces import Training
+from ray_ban.store import RunStore
 
-# (name, classes, published params in millions as printed, our exact count, within 3% of the paper?)
-# Table 1 / external reference nets are CIFAR-10; the Table 4/5 students are CIFAR-100.
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+TOLERANCE = 0.05  # "within 5% of the paper" (or of the printed number's rounding, e.g. "0.8" = 0.75M..0.85M)
+
+# (name, classes, published params in millions as printed, our exact count, within 5% of the paper?)
+# Table 1 / external reference nets are CIFAR-10; the Table 4/5 students are CIFAR-100. Every
+# False row is explained in docs/models.md, "Counts outside 5% of the paper".
 ARCHITECTURES = [
     ("wrn-28-1", 10, "0.38", 369_498, True),
     ("wrn-28-2", 10, "1.48", 1_467_610, True),
@@ -29,16 +44,19 @@ ARCHITECTURES = [
     ("densenet-90-60-depth2x", 100, "13.7", 13_586_020, True),
     ("densenet-90-60-depth3x", 100, "12.9", 12_765_220, True),
     ("densenet-90-60-depth4x", 100, "12.6", 12_393_220, True),
-    ("densenet-90-60-compr0.5x", 100, "5.1", 5_335_084, False),  # +4.6%
-    ("densenet-90-60-compr0.75x", 100, "10.1", 9_957_578, True),
-    ("densenet-90-60-compr1.5x", 100, "80.5", 33_524_720, False),  # no sensible reading reaches 80.5M
-    ("ban-preresnet-14-0.5", 100, "7.3", 5_974_453, False),  # -18%
-    ("ban-preresnet-14-1", 100, "17.7", 21_994_866, False),  # +24%
-    ("ban-wrn-1-1", 100, "20.9", 22_474_480, False),  # +7.5%
-    ("ban-match-wrn-2-1", 100, "43.1", 42_357_220, True),
-    ("ban-wrn-4-0.5", 100, "24.3", 24_076_855, True),
-    ("ban-wrn-4-1", 100, "87.3", 93_891_280, False),  # +7.6%
+    ("densenet-90-60-compr0.5x", 100, "5.1", 4_827_116, False),  # -5.4%
+    ("densenet-90-60-compr0.75x", 100, "10.1", 9_707_680, True),
+    ("densenet-90-60-compr1.5x", 100, "80.5", 34_032_028, False),  # -58%
+    ("ban-preresnet-14-0.5", 100, "7.3", 6_099_598, False),  # -16%
+    ("ban-preresnet-14-1", 100, "17.7", 22_160_106, False),  # +25%
+    ("ban-wrn-1-1", 100, "20.9", 27_603_400, False),  # +32%
+    ("ban-match-wrn-2-1", 100, "43.1", 48_263_740, False),  # +12%
+    ("ban-wrn-4-0.5", 100, "24.3", 28_507_960, False),  # +17%
+    ("ban-wrn-4-1", 100, "87.3", 99_797_800, False),  # +14%
 ]
+TEACHER = "densenet-90-60"
+TABLE4 = [name for name, *_ in ARCHITECTURES if name.startswith(f"{TEACHER}-")]
+TABLE5 = [name for name, *_ in ARCHITECTURES if name.startswith("ban-")]
 
 # Cheap members of every family (name, build kwargs), run for real on CPU.
 TINY = [
@@ -72,7 +90,7 @@ def test_parameter_count_and_shape(name: str, classes: int, paper: str, ours: in
     assert count == ours, f"{name}: {count:,} parameters, docs/models.md says {ours:,}"
     published = float(paper) * 1e6
     rounding = 0.5 * 10 ** (6 - len(paper.split(".")[1]))  # "0.8" means 0.75M..0.85M
-    within = abs(count - published) <= max(0.03 * published, rounding)
+    within = abs(count - published) <= max(TOLERANCE * published, rounding)
     assert within == matched, f"{name}: {count / 1e6:.2f}M vs paper {paper}M"
     with torch.no_grad():
         out = model.eval()(torch.empty(2, 3, 32, 32, device="meta"))
@@ -124,9 +142,51 @@ def test_he_init() -> None:
     assert (model.fc.bias == 0).all()
 
 
-def test_inherit_from_teacher_copies_and_freezes() -> None:
+def test_unmatched_counts_are_documented() -> None:
+    text = DOCS.read_text()
+    section = text[text.index("## Counts outside 5% of the paper"):]
+    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    for name, *_, matched in ARCHITECTURES:
+        assert matched or f"`{name}`" in section, f"{name} misses the paper by more than 5%: say why in docs/models.md"
+
+
+def path_into_fc(model: nn.Module) -> tuple[torch.fx.Node, list[nn.Module]]:
+    """The traced graph walked back from the fc: the modules on the way and the node they start from."""
+    graph = torch.fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    node = next(n for n in graph.nodes if n.op == "call_module" and n.target == "fc").args[0]
+    path = []
+    while node.op == "call_module" and not node.target.startswith("features."):
+        path.append(modules[node.target])
+        node = node.args[0]
+    return node, path
+
+
+@pytest.mark.parametrize("name,kwargs", [(n, {}) for n in TABLE5] + [
+    ("ban-preresnet-2-0.5", {"teacher": "densenet-22-8"}), ("ban-wrn-1-1", {"teacher": "densenet-16-12"}),
+    ("ban-match-wrn-2-0.5", {"teacher": "densenet-22-8"})])
+def test_table5_students_end_in_the_teachers_fc(name: str, kwargs: dict) -> None:
+    """The last residual unit writes the fc's width; after it only BN, ReLU, pooling: no trainable map."""
+    teacher = kwargs.get("teacher", TEACHER)
+    student, spec = meta_build(name, 100, **kwargs), meta_build(teacher, 100).spec
+    source, path = path_into_fc(student)
+    assert [type(m) for m in reversed(path)] == [nn.BatchNorm2d, nn.ReLU, nn.AdaptiveAvgPool2d, nn.Flatten]
+    last_stage = len(student.features) - 1
+    last_unit = f"features.{last_stage}.{len(student.features[last_stage]) - 1}."
+    assert source.op == "call_function" and source.target is operator.add  # the last unit's residual sum
+    assert all(arg.target.startswith(last_unit) for arg in source.args)
+    assert student.fc.in_features == spec.features  # 1620 for DenseNet-90-60
+    seen: list[int] = []
+    student.features.register_forward_hook(lambda module, inputs, out: seen.append(out.shape[1]))
+    with torch.no_grad():
+        student.eval()(torch.empty(2, 3, 32, 32, device="meta"))
+    assert seen == [spec.features]
+
+
+@pytest.mark.parametrize("family", ["ban-preresnet-1-0.5", "ban-wrn-1-0.5", "ban-match-wrn-1-1"])
+def test_inherit_from_teacher_copies_and_freezes(family: str) -> None:
     teacher = models.build("densenet-22-8", 10)
-    student = models.build("ban-wrn-1-0.5", 10, teacher="densenet-22-8")
+    student = models.build(family, 10, teacher="densenet-22-8")
     assert student.inherits_stem_and_fc and not getattr(teacher, "inherits_stem_and_fc", False)
     models.inherit_from_teacher(student, teacher)
     for mine, theirs in ((student.stem, teacher.stem), (student.fc, teacher.fc)):
@@ -136,6 +196,50 @@ def test_inherit_from_teacher_copies_and_freezes() -> None:
     rest = [p for p in student.parameters() if id(p) not in frozen]
     assert rest and all(p.requires_grad for p in rest)
     assert all(p.requires_grad for p in teacher.parameters())
+
+
+def test_chains_hand_the_frozen_stem_and_fc_on_and_baselines_train_their_own(tmp_path: Path) -> None:
+    """Through run_chain: a BAN student ends training with the teacher's stem and fc; a baseline of the
+    same architecture shares nothing with the teacher and trains its own."""
+    data, recipe, store = synthetic(10, 128, 64), Recipe(epochs=1, batch_size=64, lr=0.05), RunStore(tmp_path)
+    student_kwargs = {"teacher": "densenet-22-8"}
+    teacher = Training("teacher", "densenet-22-8", "label", {}, 1, 0, "teacher")
+    student = Training("student", "ban-wrn-1-0.5", "ban", {}, 2, 1, "student", "teacher", student_kwargs)
+    baseline = Training("baseline", "ban-wrn-1-0.5", "label", {}, 3, 0, "baseline", None, student_kwargs)
+    device = torch.device("cpu")
+    assert run_chain([teacher], {}, recipe, data, store, device=device) is None
+    assert run_chain([student], {"teacher": teacher}, recipe, data, store, device=device) is None
+    assert run_chain([baseline], {}, recipe, data, store, device=device) is None
+    trained = {t.key: load_trained(store, t, 10) for t in (teacher, student, baseline)}
+    initial = build_model(baseline, 10)  # the baseline's own initialisation, from its seed
+    for layer in ("stem", "fc"):
+        for p in ("weight", "bias"):
+            theirs = getattr(getattr(trained["teacher"], layer), p, None)
+            if theirs is None:
+                continue
+            assert torch.equal(getattr(getattr(trained["student"], layer), p), theirs)
+            own = getattr(getattr(trained["baseline"], layer), p)
+            assert not torch.equal(own, theirs) and not torch.equal(own, getattr(getattr(initial, layer), p))
+
+
+@pytest.mark.parametrize("name", TABLE4 + ["densenet-22-8-compr0.5x", "densenet-22-8-compr1.5x",
+                                           "densenet-16-12-compr0.5x", "densenet-22-8-depth2x"])
+def test_table4_students_keep_the_teachers_hidden_states(name: str) -> None:
+    """After every transition the student's hidden state has the teacher's channels (480 and 660 for 90-60)."""
+    teacher = re.match(r"densenet-\d+-\d+", name)[0]
+    expected = meta_build(teacher, 100).spec.transition_outputs()
+    student = meta_build(name, 100)
+    assert student.spec.transition_outputs() == expected
+    transitions = [m for m in student.features if isinstance(m, nn.Sequential)]
+    seen: list[int] = []
+    for module in transitions:
+        module.register_forward_hook(lambda module, inputs, out: seen.append(out.shape[1]))
+    with torch.no_grad():
+        student.eval()(torch.empty(2, 3, 32, 32, device="meta"))
+    assert tuple(seen) == expected
+    if "-compr" in name:
+        f = float(re.search(r"compr([0-9.]+)x", name)[1])
+        assert student.spec.compression == pytest.approx(0.5 / f)
 
 
 def test_inherit_from_teacher_rejects_other_shapes() -> None:

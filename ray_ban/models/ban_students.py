@@ -1,8 +1,9 @@
 """The paper's students of a DenseNet teacher: Table 4 (reshaped DenseNets), Table 5 (BAN-ResNets).
 
-Table 4 students keep the teacher's stem and the size of the hidden state after the first spatial
-transition; Table 5 students replace every dense block by N residual units and take the teacher's
-stem and fc (copied and frozen by ``inherit_from_teacher``). docs/models.md gives the derivations.
+Table 4 students keep the teacher's stem and the size of the hidden state after every transition;
+Table 5 students replace every dense block by N residual units, end at the width of the teacher's
+fc and take the teacher's stem and fc (copied and frozen by ``inherit_from_teacher``), with nothing
+trainable but BatchNorm between their last unit and that fc. docs/models.md gives the derivations.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import torch
 from torch import nn
 
-from .common import conv1x1, conv3x3, he_init, stage
+from .common import conv3x3, head, he_init
 from .densenet import DenseNet, DenseSpec, paper_spec, transition
 from .preresnet import Bottleneck
 from .registry import register, whole
@@ -45,13 +46,24 @@ def depth_variant(spec: DenseSpec, f: float) -> DenseSpec:
 
 
 def compression_variant(spec: DenseSpec, f: float) -> DenseSpec:
-    """Table 4 'fxCompr': reduction factor 1/theta times f; growth reset so transition 1 keeps its output size."""
+    """Table 4 'fxCompr': reduction factor 1/theta times f, one growth rate, the teacher's hidden states.
+
+    The growth is the one that makes the first transition compress by the new theta while writing the
+    teacher's size (480 for 90-60); every transition then writes the teacher's size exactly, so the
+    second one compresses by whatever that growth leaves (docs/models.md: 0.78, 0.61, 0.37 for 90-60)."""
     theta = spec.compression / f
     if not 0 < theta <= 1:
         raise ValueError(f"compression factor {f} gives theta = {theta:g}; theta must lie in (0, 1]")
-    kept = spec.channels()[0][2]  # hidden state after the first spatial transition (480 for 90-60)
-    growth = round((kept / theta - spec.stem_channels) / spec.layers_per_stage[0])
-    return dataclasses.replace(spec, compression=theta, growth=max(1, growth))
+    kept = spec.transition_outputs()  # (480, 660) for 90-60
+    growth = max(1, round((kept[0] / theta - spec.stem_channels) / spec.layers_per_stage[0]))
+    if spec.stem_channels + spec.layers_per_stage[0] * growth < kept[0]:
+        growth += 1  # rounded down below the kept size (theta = 1, tiny nets): the transition must not widen
+    student = dataclasses.replace(spec, compression=theta, growth=growth, transition_channels=kept)
+    for (_, out, _), teacher_after in zip(student.channels()[:-1], kept):
+        if out < teacher_after:  # a transition may compress, never widen
+            raise ValueError(f"compression factor {f}: a block would output {out} channels, fewer than the "
+                             f"{teacher_after} its transition must keep; pick a larger factor")
+    return student
 
 
 @register("densenet-{L}-{k}-depth{f}x", examples=tuple(f"densenet-90-60-depth{f}x" for f in ("0.5", "2", "3", "4")))
@@ -62,12 +74,16 @@ def densenet_depth(num_classes: int, L: int, k: int, f: float, memory_efficient:
 
 @register("densenet-{L}-{k}-compr{f}x", examples=tuple(f"densenet-90-60-compr{f}x" for f in ("0.5", "0.75", "1.5")))
 def densenet_compression(num_classes: int, L: int, k: int, f: float, memory_efficient: bool = False) -> DenseNet:
-    """Table 4 compression student of DenseNet-L-k: theta = 0.5 / f, growth holding transition 1's output."""
+    """Table 4 compression student of DenseNet-L-k: theta = 0.5 / f, the teacher's channels after every transition."""
     return DenseNet(compression_variant(paper_spec(whole(L, "L"), whole(k, "k")), f), num_classes, memory_efficient)
 
 
 class BanResNet(nn.Module):
-    """Table 5 student: the teacher's stem, N residual units per dense block, the teacher's fc."""
+    """Table 5 student: the teacher's stem, N residual units per dense block, the teacher's fc.
+
+    The last unit writes the fc's width (``features``), so the head is BN-ReLU-pool and the fc, with
+    no trainable map between them: the frozen fc sees the student's own features, as it saw the
+    teacher's."""
 
     inherits_stem_and_fc = True
 
@@ -82,12 +98,14 @@ class BanResNet(nn.Module):
             if i and transition_theta is not None:  # "match": the teacher's own transitions
                 stages.append(transition(c, int(c * transition_theta)))
                 c, stride = int(c * transition_theta), 1
-            stages.append(stage(unit, n, c, w, stride, **unit_kwargs))
-            c = w
+            stage_out = features if i == len(widths) - 1 else w  # the last stage ends at the fc's width
+            stages.append(nn.Sequential(*(
+                unit(c if j == 0 else w, stage_out if j == n - 1 else w, stride if j == 0 else 1, width=w,
+                     **unit_kwargs)
+                for j in range(n))))
+            c = stage_out
         self.features = nn.Sequential(*stages)
-        project = [conv1x1(c, features)] if c != features else []  # widths -> the teacher fc's input
-        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=True), *project,
-                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = head(features)
         self.fc = nn.Linear(features, num_classes)
         he_init(self)
 
@@ -98,7 +116,8 @@ class BanResNet(nn.Module):
 
 def ban_resnet(unit: type[nn.Module], num_classes: int, N: int, r: float, teacher: str, match: bool = False,
                **unit_kwargs: float) -> BanResNet:
-    """BAN-X-N-r: stage i has width r * theta * (teacher block i output), i.e. r x the state the block hands on."""
+    """BAN-X-N-r: stage i has width r * theta * (teacher block i output), i.e. r x the state the block hands on;
+    the last unit of the last stage writes the teacher's feature width (1620 for 90-60)."""
     spec = teacher_spec(teacher)
     if r <= 0:
         raise ValueError(f"width ratio r must be positive, got {r}")

@@ -36,16 +36,28 @@ class DenseSpec:
     stem_channels: int
     compression: float = 0.5
     bottleneck: int = 4
+    # channels each transition writes; None: floor(compression x block output), as in DenseNet-BC.
+    # Table 4's compression students set the teacher's sizes here (their hidden states must match).
+    transition_channels: tuple[int, ...] | None = None
 
     def channels(self) -> list[tuple[int, int, int]]:
         """Per block: (channels in, channels out, channels after its transition; last = out)."""
         rows, c = [], self.stem_channels
         for i, n in enumerate(self.layers_per_stage):
             out = c + n * self.growth
-            after = int(math.floor(out * self.compression)) if i < len(self.layers_per_stage) - 1 else out
+            if i == len(self.layers_per_stage) - 1:
+                after = out
+            elif self.transition_channels is not None:
+                after = self.transition_channels[i]
+            else:
+                after = int(math.floor(out * self.compression))
             rows.append((c, out, after))
             c = after
         return rows
+
+    def transition_outputs(self) -> tuple[int, ...]:
+        """Channels after each transition: the hidden states Table 4's students share with their teacher."""
+        return tuple(after for _, _, after in self.channels()[:-1])
 
     @property
     def features(self) -> int:

@@ -11,13 +11,16 @@ from .registry import register, whole
 
 
 class Bottleneck(nn.Module):
-    """BN-ReLU-1x1 (cout/4), BN-ReLU-3x3 (cout/4, strided), BN-ReLU-1x1 (cout), plus shortcut."""
+    """BN-ReLU-1x1 (width/4), BN-ReLU-3x3 (width/4, strided), BN-ReLU-1x1 (cout), plus shortcut.
+
+    ``width`` defaults to ``cout`` (the usual expansion 4); a Table 5 student's last unit keeps its
+    stage's bottleneck and writes the teacher fc's width with its last 1x1 conv."""
 
     expansion = 4
 
-    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+    def __init__(self, cin: int, cout: int, stride: int = 1, width: int | None = None) -> None:
         super().__init__()
-        mid = max(1, cout // self.expansion)
+        mid = max(1, (width or cout) // self.expansion)
         self.norm1, self.conv1 = nn.BatchNorm2d(cin), conv1x1(cin, mid)
         self.norm2, self.conv2 = nn.BatchNorm2d(mid), conv3x3(mid, mid, stride)
         self.norm3, self.conv3 = nn.BatchNorm2d(mid), conv1x1(mid, cout)

@@ -11,12 +11,16 @@ from .registry import register, whole
 
 
 class BasicBlock(nn.Module):
-    """BN-ReLU-3x3 conv-BN-ReLU-dropout-3x3 conv plus a (projected when shapes change) shortcut."""
+    """BN-ReLU-3x3 conv-BN-ReLU-dropout-3x3 conv plus a (projected when shapes change) shortcut.
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, dropout: float = 0.0) -> None:
+    ``width``: channels between the two convs (default ``cout``, as in WRN); a Table 5 student's last
+    unit keeps its stage's width there and writes the teacher fc's width with its second conv."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dropout: float = 0.0, width: int | None = None) -> None:
         super().__init__()
-        self.norm1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, cout, stride)
-        self.norm2, self.conv2 = nn.BatchNorm2d(cout), conv3x3(cout, cout)
+        width = width or cout
+        self.norm1, self.conv1 = nn.BatchNorm2d(cin), conv3x3(cin, width, stride)
+        self.norm2, self.conv2 = nn.BatchNorm2d(width), conv3x3(width, cout)
         self.dropout = nn.Dropout(dropout)
         self.shortcut = conv1x1(cin, cout, stride) if stride != 1 or cin != cout else None
 
