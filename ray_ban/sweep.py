@@ -458,8 +458,6 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
     # run's workers write to Ray's session folder on this machine, and skip that per-line relay.
     init_kwargs = {"log_to_driver": address != "local", "logging_level": logging.WARNING, "include_dashboard": False,
                    "runtime_env": {"env_vars": env_vars}}
-    if address != "local":
-        use_token_auth_if_available()
     if address == "local":
         # One machine cannot be pre-empted piecemeal: skip Train's per-chain PreemptionWatcher actor
         # (one process fewer to start for every chain; clusters keep it for spot nodes).
@@ -523,7 +521,7 @@ def use_token_auth_if_available() -> None:
     """Send Ray 2.60's auth token when joining a cluster, if one is at hand and the user set no mode.
 
     A ``ray start`` head with token authentication refuses drivers that do not send it, and drivers
-    send it only with RAY_AUTH_MODE=token (``../notes``: seen on 2.60)."""
+    send it only with RAY_AUTH_MODE=token (seen on 2.60), which Ray reads when it is imported."""
     if "RAY_AUTH_MODE" in os.environ:
         return
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
@@ -644,6 +642,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (SpaceError, DataError, UsageError) as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if ray_address(args) != "local":
+        use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
     try:
         return run_sweep(plan, args, store)
     except UsageError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -57,19 +58,20 @@ class LocalCluster:
     config_path: Path  # the autoscaler YAML (what --cluster-config takes)
     temp_dir: Path
     started_at: float
-    env: dict  # the environment drivers and `ray job` commands need
+    env: dict  # the environment a sweep's driver gets: the token's path, not the auth mode
+    tools: dict  # the environment Ray's own commands (ray job, probes) need: RAY_AUTH_MODE=token too
 
     def head_node_id(self) -> str:
         """The head's Ray node id (the node no Train worker may land on: it offers no CPU)."""
         code = (f"import ray; ray.init(address='{self.address}'); "
                 "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and 'node:__internal_head__' in n['Resources']][0])")
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
-                              timeout=60, check=True).stdout.split()[-1]
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=60, check=True, env=self.tools).stdout.split()[-1]
 
     def job(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """``ray job ARGS`` against this head's dashboard."""
         return subprocess.run([RAY, "job", *args[:1], "--address", self.dashboard, *args[1:]], capture_output=True,
-                              text=True, timeout=timeout, env=self.env)
+                              text=True, timeout=timeout, env=self.tools)
 
 
 def _wait_for_head(address: str, env: dict, deadline: float, head: subprocess.Popen, log: Path) -> None:
@@ -81,7 +83,7 @@ def _wait_for_head(address: str, env: dict, deadline: float, head: subprocess.Po
         if probe.returncode == 0:
             return
         time.sleep(1)
-    raise RuntimeError(f"the head at {address} did not come up: {log.read_text()[-3000:]}")
+    raise RuntimeError(f"the head at {address} did not come up: {probe.stderr[-2000:]} {log.read_text()[-2000:]}")
 
 
 @contextlib.contextmanager
@@ -91,9 +93,15 @@ def autoscaling_cluster(worker_types: dict, dashboard: bool = False) -> Iterator
     port = free_port()
     config_path = temp / "autoscaler.yaml"
     config_path.write_text(yaml.safe_dump(autoscaler_config(port, worker_types)))
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_ADDRESS": "",
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    command = [RAY, "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+    # Token authentication on, with a token of the test's own (Ray 2.60 heads turn it on when a token exists):
+    # drivers must find it by RAY_AUTH_TOKEN_PATH alone, as ray-ban's sweep does; Ray's own tools need the mode too
+    token = temp / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, "RAY_FAKE_CLUSTER": "1",
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_TOKEN_PATH": str(token)}
+    tools = {**env, "RAY_AUTH_MODE": "token"}
+    command = [RAY, "start", "--head", "--block", "--port", str(port),
                "--num-cpus", "0", "--resources", '{"chain_driver": 100}', "--autoscaling-config", str(config_path),
                "--temp-dir", str(temp / "ray")]
     dashboard_url = None
@@ -107,11 +115,11 @@ def autoscaling_cluster(worker_types: dict, dashboard: bool = False) -> Iterator
     log = temp / "head.log"
     started = time.monotonic()
     with open(log, "w") as out:
-        head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        head = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=tools, start_new_session=True)
     try:
         address = f"127.0.0.1:{port}"
-        _wait_for_head(address, env, time.monotonic() + 120, head, log)
-        yield LocalCluster(address, dashboard_url, config_path, temp, started, env)
+        _wait_for_head(address, tools, time.monotonic() + 120, head, log)
+        yield LocalCluster(address, dashboard_url, config_path, temp, started, env, tools)
     finally:
         _end_group(head)
         shutil.rmtree(temp, ignore_errors=True)

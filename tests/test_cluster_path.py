@@ -41,7 +41,7 @@ def test_a_sweep_on_an_autoscaling_cluster_scales_a_node_up_and_finishes(cluster
                        str(cluster.config_path), env={**cluster.env, "RAY_BAN_AUDIT_DIR": str(audit)})
     assert result.returncode == 0, result.stdout + result.stderr
     # sized from the node types the autoscaler can launch, not from the 0 CPUs up at the start
-    assert "the cluster can scale to 1 such chains at once" in result.stdout
+    assert "the cluster can scale to 2 such chains at once" in result.stdout  # two 1-CPU workers per 2-CPU node
     assert "auto: no GPU per worker" in result.stdout
     rows = pq.read_table(tmp_path / "runs" / "scaled" / "results.parquet").to_pylist()
     assert sorted((r["role"], r["status"]) for r in rows) == [("student", "ok"), ("teacher", "ok")]
