@@ -240,7 +240,10 @@ def main() -> None:
     if not args.check and not (Path(args.data) / "train.parquet").is_file():
         sys.exit(f"gpu_sweep.py: no {Path(args.data) / 'train.parquet'}; pass --data <CIFAR-10 Parquet folder>")
     budget = Budget(args.budget_s)
-    out_dir = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="gpu-sweep-check-")) if args.check else _common.RESULTS)
+    if args.out:
+        out_dir = Path(args.out)
+    else:  # a dry run leaves the committed results alone
+        out_dir = Path(tempfile.mkdtemp(prefix="gpu-sweep-check-")) if args.check else _common.RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "check": args.check,
             "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),

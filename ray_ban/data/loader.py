@@ -93,7 +93,8 @@ class DeviceLoader:
             count -= count % self.batch_size
         total = self.images.shape[0]  # draws per position of the whole permutation, then sharded like it
         shifts = self._shard(torch.randint(0, 2 * self.padding + 1, (total, 2), generator=self._generator(1)))
-        flips = self._shard(torch.rand(total, generator=self._generator(2)) < 0.5) if self.flip else torch.zeros(total, dtype=torch.bool)
+        flips = torch.rand(total, generator=self._generator(2)) < 0.5 if self.flip else torch.zeros(total, dtype=torch.bool)
+        flips = self._shard(flips)
         indices, shifts, flips = (t[:count].to(self.device) for t in (indices, shifts, flips))
         for start in range(0, count, self.batch_size):
             stop = start + self.batch_size
