@@ -3,7 +3,10 @@
 ``Generation`` holds everything one generation needs (model, optimiser, schedule, loaders) and
 trains it epoch by epoch, so a caller (the Ray chain, a test, a benchmark) can checkpoint between
 epochs with ``state_dict()`` and resume with ``load_state_dict()``. No Ray here: data parallelism
-is plain ``torch.distributed`` (DDP) when a process group is initialised.
+is plain ``torch.distributed`` (DDP) when a process group is initialised, with BatchNorm over the
+global batch (``recipe.sync_batchnorm``), so W workers train what one process trains on their
+combined batches. Precision follows ``recipe.precision`` (``ray_ban.precision``): the student under
+autocast or not, the frozen teacher always in fp32.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import metrics
+from . import metrics, sync_batchnorm
 from .data import DeviceLoader, ImageSplits
 from .losses import NEEDS_TEACHER, check_loss_params, get_loss
+from .precision import resolve as resolve_precision
 from .recipe import Recipe, lr_factor
 
 
@@ -95,7 +99,8 @@ class Generation:
         self.recipe, self.loss_name, self.seed = recipe, loss, seed
         self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
         cuda = self.device.type == "cuda"
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cuda)
+        self.precision = resolve_precision(recipe.precision, self.device)
+        self.scaler = self.precision.grad_scaler()
         # channels_last on CPU too: 1.28x (label) to 1.36x (BAN) faster for wrn-10-1 here
         # (benchmarks/cpu_channels_last.py); contiguous_format stays available for odd models.
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -104,6 +109,8 @@ class Generation:
 
         self.student = student.to(self.device, memory_format=memory_format)
         self.teacher = teacher.to(self.device, memory_format=memory_format).eval().requires_grad_(False) if teacher else None
+        if self.world_size > 1 and recipe.sync_batchnorm:
+            self.student = sync_batchnorm.convert(self.student, self.device)
         self.train_model: nn.Module = self.student
         if self.world_size > 1:
             ids = [self.device.index] if cuda else None
@@ -117,7 +124,8 @@ class Generation:
         self.train_loader = DeviceLoader(
             data.train_images, data.train_labels, recipe.batch_size // self.world_size,
             device=self.device, train=True, seed=seed, rank=self.rank, world_size=self.world_size,
-            mean=mean, std=std, crop_padding=recipe.crop_padding, flip=recipe.flip, channels_last=channels_last,
+            mean=mean, std=std, crop_padding=recipe.crop_padding, padding_mode=recipe.crop_padding_mode,
+            flip=recipe.flip, channels_last=channels_last,
         )
         if len(self.train_loader) == 0:
             raise ValueError(f"{data.train_images.shape[0]} train images make no batch of {recipe.batch_size}")
@@ -142,7 +150,7 @@ class Generation:
         self.epoch = 0
         self.best_test_error = float("inf")
         self.test_logits: Optional[torch.Tensor] = None
-        self.teacher_test_logits = self.predict(self.teacher, self.test_loader) if self.teacher else None
+        self.teacher_test_logits = self.predict(self.teacher, self.test_loader, fp32=True) if self.teacher else None
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -151,6 +159,7 @@ class Generation:
             "model": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "best_test_error": self.best_test_error,
         }
@@ -159,6 +168,8 @@ class Generation:
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch = state["epoch"]
         self.best_test_error = state["best_test_error"]
 
@@ -178,6 +189,10 @@ class Generation:
 
     def train_epoch(self) -> EpochReport:
         """One pass over this rank's shard, then evaluation; one host sync for the whole epoch."""
+        with self.precision.math():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> EpochReport:
         started = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch starts with
         torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout and DKPP draws, per epoch
@@ -186,13 +201,14 @@ class Generation:
         loss_sum = torch.zeros((), device=self.device)
         seen = 0
         for images, labels in self.train_loader:
-            with torch.autocast(**self.autocast):
-                teacher_logits = self._teacher_logits(images)
+            teacher_logits = self._teacher_logits(images)  # fp32, outside autocast
+            with self.precision.autocast():
                 logits = self.train_model(images)
-                loss = self.loss_fn(logits, teacher_logits, labels, **self.loss_params)
+            loss = self.loss_fn(logits, teacher_logits, labels, **self.loss_params)  # fp32 losses
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.scheduler.step()
             loss_sum += loss.detach() * labels.shape[0]
             seen += labels.shape[0]
@@ -224,18 +240,21 @@ class Generation:
         )
 
     def _teacher_logits(self, images: torch.Tensor) -> Optional[torch.Tensor]:
+        """The frozen teacher's fp32 logits of a batch: its forward runs outside any autocast."""
         if self.teacher is None:
             return None
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
             logits = self.teacher(images)
-        return logits.clone()  # a normal tensor, so autograd may save it for the student's backward
+        return logits.float().clone()  # a normal tensor, so autograd may save it for the student's backward
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, loader: DeviceLoader) -> torch.Tensor:
-        """Float32 logits of ``model`` over the whole split, in order; ranks split the work."""
+    def predict(self, model: nn.Module, loader: DeviceLoader, fp32: bool = False) -> torch.Tensor:
+        """Float32 logits of ``model`` over the whole split, in order; ranks split the work.
+
+        The student is evaluated in the recipe's precision, the teacher (``fp32``) as it teaches."""
         was_training = model.training
         model.eval()
-        with torch.autocast(**self.autocast):
+        with self.precision.math(), (torch.autocast(self.device.type, enabled=False) if fp32 else self.precision.autocast()):
             local = torch.cat([model(images).float() for images, _ in loader])
         model.train(was_training)
         if self.world_size == 1:

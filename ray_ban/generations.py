@@ -6,6 +6,7 @@ benchmarks: ``ray_ban.chain`` plugs Ray Train's report/checkpoint calls into the
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -179,7 +180,24 @@ def summarize(training: Training, generation, history: list[dict]) -> dict:
         "best_val_perplexity": min((h["val_perplexity"] for h in history if h.get("val_perplexity") is not None), default=None),
         "wall_time_s": sum(h["seconds"] for h in history),
         "finished_at": time.time(),
+        **environment(generation.device, generation.precision.name, generation.world_size),
     }
+
+
+def environment(device: torch.device, precision: str, workers: int) -> dict:
+    """Where and how a model was trained: the accelerator's name, the precision that ran (``auto``
+    resolved), the data-parallel workers and the versions of torch, Ray and ray-ban (Ray's read from
+    its package metadata, so this process need not import it)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return {"device": name, "precision": precision, "workers": workers, "torch_version": torch.__version__,
+            "ray_version": _package_version("ray"), "ray_ban_version": _package_version("ray-ban")}
+
+
+def _package_version(name: str) -> Optional[str]:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: int) -> None:

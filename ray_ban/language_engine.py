@@ -4,6 +4,7 @@ Truncated BPTT over contiguous columns with the hidden state carried across chun
 a frozen teacher that carries its own state, the losses of ``ray_ban.losses`` applied per token,
 gradient-norm clipping, and the paper's PTB schedule: the lr is multiplied by ``plateau_factor``
 whenever validation perplexity stops improving. The chain can drive either engine unchanged.
+Precision follows ``recipe.precision`` as in ``engine.Generation``: the teacher always in fp32.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .data.text import BPTTLoader, TextSplits
 from .engine import EpochReport, NonFiniteLoss, check_distillation, world
 from .losses import get_loss
 from .metrics import TokenMetrics
+from .precision import resolve as resolve_precision
 from .recipe import Recipe, lr_factor
 
 # Validation and test run over this many contiguous columns, each with the state carried over the
@@ -62,7 +64,8 @@ class LanguageGeneration:
         self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
         self.vocab_size = data.num_classes
         cuda = self.device.type == "cuda"
-        self.autocast = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=cuda)
+        self.precision = resolve_precision(recipe.precision, self.device)
+        self.scaler = self.precision.grad_scaler()
 
         self.student = student.to(self.device)
         self.teacher = teacher.to(self.device).eval().requires_grad_(False) if teacher else None
@@ -80,7 +83,7 @@ class LanguageGeneration:
 
         trainable = [p for p in self.student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
-            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
             weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {"foreach": True}),
         )
         self.total_steps = recipe.epochs * len(self.train_loader)
@@ -102,6 +105,7 @@ class LanguageGeneration:
         return {
             "model": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "lr": self.lr,
@@ -113,6 +117,8 @@ class LanguageGeneration:
     def load_state_dict(self, state: dict) -> None:
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.plateau_scale = state["plateau_scale"]
         self.best_val_perplexity = state["best_val_perplexity"]
@@ -127,6 +133,10 @@ class LanguageGeneration:
 
     def train_epoch(self) -> EpochReport:
         """One truncated-BPTT pass over this rank's columns, then validation and test; one host sync for training."""
+        with self.precision.math():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> EpochReport:
         started = time.perf_counter()
         lr = self.lr  # the rate this epoch starts with
         torch.manual_seed(self.seed * 100_003 + self.epoch)  # dropout and DKPP draws, per epoch
@@ -138,21 +148,23 @@ class LanguageGeneration:
         seen = 0
         for inputs, targets in self.train_loader:
             hidden = _detach(hidden)
-            with torch.autocast(**self.autocast):
-                teacher_logits = None
-                if self.teacher is not None:
-                    with torch.inference_mode():
-                        teacher_out, teacher_hidden = self.teacher(inputs, teacher_hidden)
-                    teacher_logits = teacher_out.reshape(-1, self.vocab_size).clone()  # a normal tensor for autograd
+            teacher_logits = None
+            if self.teacher is not None:  # fp32, outside autocast
+                with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+                    teacher_out, teacher_hidden = self.teacher(inputs, teacher_hidden)
+                teacher_logits = teacher_out.reshape(-1, self.vocab_size).float().clone()  # a normal tensor for autograd
+            with self.precision.autocast():
                 logits, hidden = self.train_model(inputs, hidden)
-                loss = self.loss_fn(logits.reshape(-1, self.vocab_size), teacher_logits, targets.reshape(-1), **self.loss_params)
+            loss = self.loss_fn(logits.reshape(-1, self.vocab_size), teacher_logits, targets.reshape(-1), **self.loss_params)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.recipe.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradient, not the fp16-scaled one
                 nn.utils.clip_grad_norm_(self.student.parameters(), self.recipe.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             self.step += 1
             loss_sum += loss.detach() * targets.numel()
             seen += targets.numel()
@@ -191,11 +203,12 @@ class LanguageGeneration:
         columns = loader.data.shape[0]
         hidden = model.init_hidden(columns, self.device)
         teacher_hidden = teacher.init_hidden(columns, self.device) if teacher is not None else None
-        with torch.autocast(**self.autocast):
+        with self.precision.math():
             for inputs, targets in loader:
-                logits, hidden = model(inputs, hidden)
+                with self.precision.autocast():
+                    logits, hidden = model(inputs, hidden)
                 teacher_logits = None
-                if teacher is not None:
+                if teacher is not None:  # the teacher in fp32, as it teaches
                     teacher_logits, teacher_hidden = teacher(inputs, teacher_hidden)
                 metrics.update(logits, targets, teacher_logits)
         model.train(was_training)

@@ -2,7 +2,11 @@
 
 Every loss has the signature ``loss(student_logits, teacher_logits, labels, **params) -> scalar``.
 The teacher's logits are always detached here, so a teacher can never receive gradients even if
-a caller forgets ``no_grad``.
+a caller forgets ``no_grad``; soft targets and losses are computed in fp32 whatever the logits' dtype.
+
+Under data parallelism (an initialised process group) each rank's loss is its share of the loss of
+the global batch, so that DDP's gradient average is the single-process gradient: the mean losses
+are per-rank means over equal shards, and CWTM normalises its weights over the global batch.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 Loss = Callable[..., torch.Tensor]
@@ -44,11 +49,24 @@ def ban_label_loss(student_logits, teacher_logits, labels, label_weight: float =
 
 
 def cwtm_loss(student_logits, teacher_logits, labels, **_unused) -> torch.Tensor:
-    """CWTM: label cross-entropy weighted per sample by the teacher's normalised confidence (eq. 10)."""
+    """CWTM: label cross-entropy weighted per sample by the teacher's normalised confidence (eq. 10).
+
+    The weights are normalised over the global batch: under DDP every rank must call this in step
+    (one all-reduce of the normaliser), and the rank's term is scaled by the world size, since DDP
+    averages the ranks' gradients where eq. 10 sums over the batch."""
     confidence = _teacher_probs(teacher_logits, "cwtm").max(dim=1).values
-    weights = confidence / confidence.sum()
+    normaliser, world_size = _global_sum(confidence.sum())
     per_sample = F.cross_entropy(student_logits.float(), labels, reduction="none")
-    return (weights * per_sample).sum()
+    return world_size * (confidence * per_sample).sum() / normaliser
+
+
+def _global_sum(value: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(the sum of ``value`` over the process group's ranks, the world size); (value, 1) without a group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        total = value.detach().clone()
+        dist.all_reduce(total)
+        return total, dist.get_world_size()
+    return value, 1
 
 
 def permute_dark_knowledge(probs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:

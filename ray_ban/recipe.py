@@ -19,6 +19,15 @@ class Recipe:
     (max gradient norm, 0 = off) and, with ``schedule: plateau``, multiply the lr by
     ``plateau_factor`` after every epoch whose validation perplexity did not improve on the best so
     far by more than ``plateau_threshold`` (absolute perplexity).
+
+    ``precision``: ``auto`` (bf16 on CUDA, fp32 on CPU: the fast default), ``bf16`` / ``fp16`` (the
+    student under autocast; fp16 with a gradient scaler), ``tf32`` (fp32 with TF32 tensor-core math on
+    CUDA; plain fp32 on CPU) or ``fp32`` (IEEE fp32 throughout, TF32 off: what the paper trained with).
+    Under every setting the frozen teacher runs outside autocast, so its logits, the soft targets
+    and the losses are fp32 (``ray_ban.precision``). ``crop_padding_mode``: ``reflect`` (Wide-ResNet's
+    augmentation, which the paper follows) or ``zeros``. ``sync_batchnorm``: with more than one
+    data-parallel worker, BatchNorm statistics are those of the global batch (true) or of each
+    worker's shard (false); one worker has nothing to synchronise.
     """
 
     epochs: int = 200
@@ -33,14 +42,19 @@ class Recipe:
     warmup_fraction: float = 0.0
     normalize: bool = True
     crop_padding: int = 4
+    crop_padding_mode: str = "reflect"
     flip: bool = True
     eval_batch_size: int = 1000
     plateau_factor: float = 0.25
     plateau_threshold: float = 0.0
     bptt: int = 35
     grad_clip: float = 0.0
+    precision: str = "auto"
+    sync_batchnorm: bool = True
 
     SCHEDULES = ("multistep", "onecycle", "cosine", "constant", "plateau")
+    PRECISIONS = ("auto", "bf16", "fp16", "tf32", "fp32")
+    PADDING_MODES = ("reflect", "zeros")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
@@ -49,14 +63,33 @@ class Recipe:
             problems.append(f"epochs must be a positive integer, got {self.epochs}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be a positive integer, got {self.batch_size}")
+        if self.eval_batch_size < 1:
+            problems.append(f"eval_batch_size must be a positive integer, got {self.eval_batch_size}")
         if self.lr <= 0:
             problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be in [0, 1), got {self.momentum}: use e.g. 0.9, or 0 for plain SGD")
+        if self.nesterov and self.momentum == 0:
+            problems.append("nesterov needs momentum > 0 (got momentum 0): set nesterov: false for plain SGD, "
+                            "or a momentum such as 0.9")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in self.SCHEDULES:
             problems.append(f"schedule must be one of {', '.join(self.SCHEDULES)}, got '{self.schedule}'")
         if any(not 0 < m < 1 for m in self.lr_milestones):
             problems.append(f"lr_milestones are fractions of the epochs in (0, 1), got {list(self.lr_milestones)}")
+        elif any(a >= b for a, b in zip(self.lr_milestones, self.lr_milestones[1:])):
+            problems.append(f"lr_milestones must increase, got {list(self.lr_milestones)}: sort them, e.g. [0.3, 0.6, 0.8]")
+        if not 0 < self.lr_decay <= 1:
+            problems.append(f"lr_decay must be in (0, 1] (the factor at each milestone), got {self.lr_decay}")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"warmup_fraction must be in [0, 1) (a fraction of all steps), got {self.warmup_fraction}")
+        if self.crop_padding < 0:
+            problems.append(f"crop_padding must be >= 0 pixels (0 = no crop), got {self.crop_padding}")
+        if self.crop_padding_mode not in self.PADDING_MODES:
+            problems.append(f"crop_padding_mode must be one of {', '.join(self.PADDING_MODES)}, got '{self.crop_padding_mode}'")
+        if self.precision not in self.PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(self.PRECISIONS)}, got '{self.precision}'")
         if not 0 < self.plateau_factor <= 1:
             problems.append(f"plateau_factor must be in (0, 1], got {self.plateau_factor}")
         if self.plateau_threshold < 0:

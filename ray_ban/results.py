@@ -43,7 +43,11 @@ SCHEMA = pa.schema([
     ("selected", pa.bool_()),
     # language models: perplexity = exp(mean token NLL); an ensemble's averages its members' token probabilities
     ("test_perplexity", pa.float64()), ("val_perplexity", pa.float64()),
+    # where and how each model was trained (generations.environment); an ensemble's when its members agree
+    ("device", pa.string()), ("precision", pa.string()), ("workers", pa.int32()), ("torch_version", pa.string()),
+    ("ray_version", pa.string()), ("ray_ban_version", pa.string()),
 ])
+ENVIRONMENT = ("device", "precision", "workers", "torch_version", "ray_version", "ray_ban_version")
 
 # cells.parquet: one row per table cell, over the seeds it has (std and interval need two or more)
 CELLS_SCHEMA = pa.schema([
@@ -119,7 +123,7 @@ def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Trainin
         summary = store.summary(training.key)
         row.update({k: summary.get(k) for k in ("parameters", "epochs", "final_test_error", "best_test_error", "test_loss",
                                                  "agreement", "kl", "ece", "val_error", "best_val_error", "wall_time_s",
-                                                 "test_perplexity", "val_perplexity")})
+                                                 "test_perplexity", "val_perplexity", *ENVIRONMENT)})
         row["status"] = "ok"
         history = store.history(training.key)
         row["test_error_by_epoch"] = [h["test_error"] for h in history]
@@ -150,6 +154,8 @@ def _ensemble(store: RunStore, row: dict, chain: Chain, name: str, trainings: li
     row.update(chain=f"{chain.name}/{name}", members=members, model_key=f"{chain.chain_id}.{name}",
                config=json.dumps({"members": [t.key for t in trainings]}))
     done = all(store.is_done(t.key) for t in trainings)
+    if done:
+        row.update(_shared_environment([store.summary(t.key) for t in trainings]))
     if done and "target_logprob" in store.prediction_columns(trainings[0].key):
         row.update(_token_ensemble(store, trainings))
     elif done:
@@ -164,6 +170,11 @@ def _ensemble(store: RunStore, row: dict, chain: Chain, name: str, trainings: li
     else:
         row["status"] = "pending"
     return row
+
+
+def _shared_environment(summaries: list[dict]) -> dict:
+    """The environment fields on which all of an ensemble's members agree (the others stay null)."""
+    return {k: summaries[0].get(k) for k in ENVIRONMENT if len({repr(s.get(k)) for s in summaries}) == 1}
 
 
 def _token_ensemble(store: RunStore, trainings: list[Training]) -> dict:

@@ -36,10 +36,11 @@ def test_loader_shards_are_disjoint_equal_and_reshuffled_per_epoch():
     assert len(loaders[0]) == 6 and sum(x.shape[0] for x, _ in loaders[0]) == 96
 
 
-def test_crop_and_flip_are_windows_of_the_padded_image():
+@pytest.mark.parametrize("mode", ["reflect", "zeros"])
+def test_crop_and_flip_are_windows_of_the_padded_image(mode):
     data = synthetic(10, 64, 10)
-    loader = DeviceLoader(data.train_images, data.train_labels, 64, seed=1)
-    padded = torch.nn.functional.pad(data.train_images, (4, 4, 4, 4)).float()
+    loader = DeviceLoader(data.train_images, data.train_labels, 64, seed=1, padding_mode=mode)
+    padded = torch.nn.functional.pad(data.train_images, (4, 4, 4, 4), mode="reflect" if mode == "reflect" else "constant").float()
     images, labels = next(iter(loader))
     order = loader.shard_indices()
     assert torch.equal(labels, data.train_labels[order])
@@ -51,6 +52,32 @@ def test_crop_and_flip_are_windows_of_the_padded_image():
         assert windows, "every augmented image must be a (possibly flipped) 32x32 window of the padded image"
         flipped += all(f for *_, f in windows)
     assert 5 < flipped < 59
+
+
+def test_reflect_padding_mirrors_the_border_and_zeros_pads_black():
+    image = torch.arange(16, dtype=torch.uint8).view(1, 1, 4, 4).expand(1, 3, 4, 4).contiguous()
+    corners = {}
+    for mode in ("reflect", "zeros"):
+        loader = DeviceLoader(image, torch.zeros(1, dtype=torch.long), 1, crop_padding=2, padding_mode=mode, flip=False)
+        assert loader.padded.shape == (1, 3, 8, 8)
+        corners[mode] = loader.padded[0, 0, :3, :3].tolist()
+    # reflect: row -2 is row 2, column -2 is column 2 (the edge pixel is not repeated), as Wide-ResNet pads
+    assert corners["reflect"] == [[10, 9, 8], [6, 5, 4], [2, 1, 0]]
+    assert corners["zeros"] == [[0, 0, 0], [0, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match="reflect padding of 4 pixels needs images larger"):
+        DeviceLoader(image, torch.zeros(1, dtype=torch.long), 1, crop_padding=4)
+
+
+def test_ranks_batches_together_are_the_single_process_batch_augmented_alike():
+    data = synthetic(10, 96, 10)
+    single = DeviceLoader(data.train_images, data.train_labels, 32, seed=7)
+    ranks = [DeviceLoader(data.train_images, data.train_labels, 16, seed=7, rank=r, world_size=2) for r in range(2)]
+    for loader in (single, *ranks):
+        loader.set_epoch(2)
+    for (images, labels), *shards in zip(single, *ranks):
+        key = lambda pairs: sorted((int(y), x.sum().item(), x.flatten()[:50].tolist()) for x, y in pairs)
+        merged = [(x, y) for shard_x, shard_y in shards for x, y in zip(shard_x, shard_y)]
+        assert key(zip(images, labels)) == key(merged)
 
 
 def test_eval_loader_is_ordered_normalised_and_complete():

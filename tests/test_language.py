@@ -21,7 +21,7 @@ from ray_ban.models.language import EXAMPLES, KIM_FEATURE_MAPS, KIM_WIDTHS
 from ray_ban.recipe import Recipe
 
 SMALL = generated_corpus(vocab_size=300, train_tokens=20_000, valid_tokens=3_000, test_tokens=3_000, seed=1)
-RECIPE = Recipe(epochs=2, batch_size=16, lr=20.0, momentum=0.0, weight_decay=0.0, schedule="plateau", bptt=20, grad_clip=0.25)
+RECIPE = Recipe(epochs=2, batch_size=16, lr=20.0, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="plateau", bptt=20, grad_clip=0.25)
 
 
 def tiny_lm(seed: int = 0, vocab: int = SMALL.num_classes, dropout: float = 0.2):

@@ -78,6 +78,7 @@ BAD_INPUTS = [
     ("unknown architecture", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"student": "wrn-10-l"}}}]}, "wrn-10-1"),
     ("unknown loss", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "bann"}}}]}, "unknown loss 'bann' (did you mean ban?)"),
     ("zero epochs", {"recipe": {"epochs": 0}}, "epochs must be a positive integer"),
+    ("nesterov without momentum", {"recipe": {"epochs": 1, "batch_size": 64, "momentum": 0}}, "nesterov needs momentum > 0"),
     ("zero generations", {"rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"generations": 0}}}]}, "generations: must be a positive integer"),
     ("negative seed", {"seeds": [-1]}, "seeds: must be a non-empty list of non-negative integers"),
     ("unknown key", {"recipee": {}}, "did you mean 'recipe'"),

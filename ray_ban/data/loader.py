@@ -2,7 +2,9 @@
 one uint8 tensor; crop, flip and normalisation are batched tensor ops; shuffles come from a seed.
 
 No DataLoader workers, no per-image Python and no host sync per step. Each data-parallel rank
-takes a disjoint, equally sized shard of every epoch's permutation.
+takes a disjoint, equally sized shard of every epoch's permutation: rank r holds positions r, r+W,
+r+2W, ... of it, and the crops and flips are drawn per position of the whole permutation, so the
+ranks' k-th batches together are the single-process k-th batch, augmented identically.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class DeviceLoader:
         mean: Optional[torch.Tensor] = None,
         std: Optional[torch.Tensor] = None,
         crop_padding: int = 4,
+        padding_mode: str = "reflect",
         flip: bool = True,
         channels_last: bool = False,
         dtype: torch.dtype = torch.float32,
@@ -45,12 +48,20 @@ class DeviceLoader:
         self.flip = flip and train
         self.channels_last, self.dtype = channels_last, dtype
         self.epoch = 0
-        self.padded = F.pad(self.images, (self.padding,) * 4) if self.padding else self.images
+        self.height, self.width = self.images.shape[2:]
+        if padding_mode not in ("reflect", "zeros"):
+            raise ValueError(f"padding_mode must be reflect or zeros, got '{padding_mode}'")
+        if self.padding and padding_mode == "reflect" and self.padding >= min(self.height, self.width):
+            raise ValueError(f"reflect padding of {self.padding} pixels needs images larger than that, got "
+                             f"{self.height}x{self.width}: use a smaller crop_padding or crop_padding_mode zeros")
+        self.padded = self.images
+        if self.padding:  # padded on the host: reflection of uint8 images is a CPU kernel everywhere
+            mode = "reflect" if padding_mode == "reflect" else "constant"
+            self.padded = F.pad(images.cpu(), (self.padding,) * 4, mode=mode).to(self.device)
         mean = torch.zeros(3) if mean is None else mean
         std = torch.ones(3) if std is None else std
         self.mean = mean.to(self.device, torch.float32).view(1, 3, 1, 1)
         self.inv_std = (1.0 / std).to(self.device, torch.float32).view(1, 3, 1, 1)
-        self.height, self.width = self.images.shape[2:]
 
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle (and augmentation draw) of ``epoch``; resuming at an epoch repeats it exactly."""
@@ -63,8 +74,13 @@ class DeviceLoader:
             order = torch.randperm(count, generator=self._generator(0))
         else:
             order = torch.arange(count)
+        return self._shard(order)
+
+    def _shard(self, values: torch.Tensor) -> torch.Tensor:
+        """This rank's entries of a per-position tensor of the epoch (rank r: positions r, r+W, ...)."""
+        count = self.images.shape[0]
         per_rank = count // self.world_size if self.train else -(-count // self.world_size)
-        return order[self.rank :: self.world_size][:per_rank]
+        return values[self.rank :: self.world_size][:per_rank]
 
     def __len__(self) -> int:
         shard = len(self.shard_indices()) if not self.train else self.images.shape[0] // self.world_size
@@ -75,9 +91,11 @@ class DeviceLoader:
         count = len(indices)
         if self.train:  # drop the ragged last batch so every rank takes the same number of steps
             count -= count % self.batch_size
-        shifts = torch.randint(0, 2 * self.padding + 1, (count, 2), generator=self._generator(1))
-        flips = torch.rand(count, generator=self._generator(2)) < 0.5 if self.flip else torch.zeros(count, dtype=torch.bool)
-        indices, shifts, flips = indices[:count].to(self.device), shifts.to(self.device), flips.to(self.device)
+        total = self.images.shape[0]  # draws per position of the whole permutation, then sharded like it
+        shifts = self._shard(torch.randint(0, 2 * self.padding + 1, (total, 2), generator=self._generator(1)))
+        flips = torch.rand(total, generator=self._generator(2)) < 0.5 if self.flip else torch.zeros(total, dtype=torch.bool)
+        flips = self._shard(flips)
+        indices, shifts, flips = (t[:count].to(self.device) for t in (indices, shifts, flips))
         for start in range(0, count, self.batch_size):
             stop = start + self.batch_size
             batch = indices[start:stop]

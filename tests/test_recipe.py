@@ -1,0 +1,70 @@
+"""Recipe values the optimiser, the schedule or the loader would reject fail at load, in one line naming key and fix."""
+
+import pytest
+import torch
+
+from ray_ban import spaces
+from ray_ban.recipe import Recipe
+
+
+def space(**recipe) -> dict:
+    return {"name": "mine", "dataset": "synthetic", "recipe": {"epochs": 1, "batch_size": 64, **recipe},
+            "rows": [{"row": "r1", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban"}}}]}
+
+
+REJECTED = [
+    ({"momentum": 0}, "nesterov needs momentum > 0 (got momentum 0): set nesterov: false"),
+    ({"momentum": 0.0, "nesterov": True}, "nesterov needs momentum > 0"),
+    ({"momentum": -0.1, "nesterov": False}, "momentum must be in [0, 1), got -0.1"),
+    ({"momentum": 1.0}, "momentum must be in [0, 1), got 1.0"),
+    ({"lr": -0.1}, "lr must be positive, got -0.1"),
+    ({"lr": 0}, "lr must be positive"),
+    ({"weight_decay": -0.0005}, "weight_decay must be >= 0, got -0.0005"),
+    ({"lr_milestones": [0.6, 0.3]}, "lr_milestones must increase, got [0.6, 0.3]: sort them"),
+    ({"lr_milestones": [0.3, 0.3]}, "lr_milestones must increase"),
+    ({"lr_milestones": [0.3, 1.5]}, "lr_milestones are fractions of the epochs in (0, 1)"),
+    ({"lr_milestones": [0.0]}, "lr_milestones are fractions of the epochs in (0, 1)"),
+    ({"lr_decay": 0}, "lr_decay must be in (0, 1]"),
+    ({"lr_decay": 5}, "lr_decay must be in (0, 1]"),
+    ({"warmup_fraction": 1.0}, "warmup_fraction must be in [0, 1)"),
+    ({"warmup_fraction": -0.1}, "warmup_fraction must be in [0, 1)"),
+    ({"schedule": "step"}, "schedule must be one of multistep, onecycle, cosine, constant, plateau, got 'step'"),
+    ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, tf32, fp32, got 'fp8'"),
+    ({"precision": True}, "recipe key precision must be a string"),
+    ({"crop_padding_mode": "edge"}, "crop_padding_mode must be one of reflect, zeros, got 'edge'"),
+    ({"crop_padding": -4}, "crop_padding must be >= 0 pixels"),
+    ({"sync_batchnorm": "auto"}, "recipe key sync_batchnorm must be true or false"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be a positive integer"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"grad_clip": -1.0}, "grad_clip must be >= 0"),
+    ({"presicion": "fp32"}, "unknown recipe key(s) presicion"),
+]
+
+
+@pytest.mark.parametrize("recipe,expected", REJECTED, ids=[repr(r) for r, _ in REJECTED])
+def test_unusable_recipes_fail_at_load_with_one_line(recipe, expected):
+    with pytest.raises(spaces.SpaceError) as error:
+        spaces.expand(space(**recipe), "mine.yaml")
+    message = str(error.value)
+    assert message.startswith("mine.yaml: recipe: ") and expected in message and "\n" not in message
+
+
+def test_row_and_preset_recipes_are_checked_too():
+    raw = space()
+    raw["rows"][0]["recipe"] = {"momentum": 0}
+    with pytest.raises(spaces.SpaceError, match=r"rows\[0\].recipe: nesterov needs momentum"):
+        spaces.expand(raw, "mine.yaml")
+    raw = {**space(), "presets": {"smoke": {"recipe": {"precision": "half"}}}}
+    with pytest.raises(spaces.SpaceError, match="precision must be one of"):
+        spaces.expand(raw, "mine.yaml", "smoke")
+
+
+@pytest.mark.parametrize("values", [
+    {"momentum": 0.0, "nesterov": False}, {"momentum": 0.9, "nesterov": True}, {"warmup_fraction": 0.5, "lr_decay": 1.0},
+    {"precision": "fp16", "crop_padding_mode": "zeros", "sync_batchnorm": False, "crop_padding": 0},
+])
+def test_accepted_recipes_make_an_optimiser(values):
+    recipe = spaces.expand(space(**values), "mine.yaml").recipe
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr, momentum=recipe.momentum,
+                    nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    assert recipe == Recipe.from_dict(recipe.to_dict())
