@@ -35,12 +35,14 @@ def free_port() -> int:
 
 
 def autoscaler_config(port: int, worker_types: dict) -> dict:
-    """The whole fake_multinode autoscaler config: a head with no CPU and ``worker_types`` from zero."""
+    """The whole fake_multinode autoscaler config: a head with no CPU and ``worker_types``
+    (name -> (resources, max_workers[, min_workers]); from zero unless min_workers says otherwise)."""
     types = {"ray.head.default": {"resources": {"CPU": 0, "chain_driver": 100}, "node_config": {}, "max_workers": 0}}
-    for name, (resources, max_workers) in worker_types.items():
-        types[name] = {"resources": resources, "node_config": {}, "min_workers": 0, "max_workers": max_workers}
+    for name, (resources, max_workers, *min_workers) in worker_types.items():
+        types[name] = {"resources": resources, "node_config": {}, "min_workers": min_workers[0] if min_workers else 0,
+                       "max_workers": max_workers}
     return {
-        "cluster_name": "ray-ban-test", "max_workers": sum(m for _, m in worker_types.values()),
+        "cluster_name": "ray-ban-test", "max_workers": sum(spec[1] for spec in worker_types.values()),
         "upscaling_speed": 10, "idle_timeout_minutes": 1,
         "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
                      "disable_launch_config_check": True, "gcs_address": f"127.0.0.1:{port}"},
