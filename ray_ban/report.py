@@ -83,15 +83,13 @@ def _mean(values: list[float]) -> float:
 
 def _panels(records: list[dict], plan: SweepPlan, height: float):
     """A figure with one panel per table row (three across), the rows' names, and the panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a figure of its own: no pyplot state, the caller's backend untouched
 
     rows = list(plan.paper) or sorted({r["row"] for r in records})
     cols = min(3, len(rows))
     lines = math.ceil(len(rows) / cols)
-    fig, axes = plt.subplots(lines, cols, figsize=(max(4.6 * cols, 7.0), height * lines + 0.4), squeeze=False)
+    fig = Figure(figsize=(max(4.6 * cols, 7.0), height * lines + 0.4))
+    axes = fig.subplots(lines, cols, squeeze=False)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     return fig, rows, list(axes.flat)[: len(rows)]
@@ -182,12 +180,10 @@ def _is_independent(r: dict) -> bool:
 
 def forest_plot(comparisons: list[dict], plan: SweepPlan, store: RunStore, path: str) -> None:
     """One line per paired comparison: the mean of a - b over seeds and its 95% t interval, against zero."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.32 * max(1, len(comparisons))))
+    fig = Figure(figsize=(8.0, 1.2 + 0.32 * max(1, len(comparisons))))
+    ax = fig.subplots()
     for y, c in enumerate(reversed(comparisons)):
         low = c["mean_diff"] - c["ci_low"] if c["ci_low"] is not None else 0.0
         high = c["ci_high"] - c["mean_diff"] if c["ci_high"] is not None else 0.0
@@ -228,10 +224,7 @@ def _p(value: Optional[float]) -> str:
 
 
 def _save(fig, store: RunStore, path: str) -> None:
-    import matplotlib.pyplot as plt
-
     store.write_with(path, lambda temp: fig.savefig(temp, format="png", dpi=110))
-    plt.close(fig)
 
 
 def markdown(records: list[dict], plan: SweepPlan) -> str:

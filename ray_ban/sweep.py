@@ -17,8 +17,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TextIO
 
 from . import spaces
 from .data import DataError, check_dataset, num_classes_of
@@ -433,9 +434,23 @@ def _trial_error_line(error: BaseException) -> str:
     return (failed[-1] if failed else text[-1] if text else repr(error)).split("ChainFailed: ")[-1]
 
 
-def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
-    """Start or join Ray, train every model (chains released as their teachers are stored), write results;
-    returns the exit code."""
+@dataclass
+class SweepOutcome:
+    """What a finished sweep leaves: its results table, chain_id -> failure (None: success), the exit code."""
+
+    table: Any
+    failures: dict
+    code: int
+
+
+def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
+              stream: Optional[TextIO] = None) -> SweepOutcome:
+    """Start or join Ray, train every model (chains released as their teachers are stored), write results.
+
+    ``own_process`` (the CLI): Ray's output goes to the run's ray.log through file descriptors 1 and 2
+    and Ray's loggers, and the terminal shows ray-ban's lines only. Otherwise (``ray_ban.run``) nothing
+    of the caller's process is touched: a Ray session the caller started is joined and left running,
+    and ray-ban's lines go to ``stream``."""
     import ray
 
     from .chain import DRIVER_RESOURCE
@@ -468,19 +483,28 @@ def run_sweep(plan: SweepPlan, args: argparse.Namespace, store) -> int:
     # every LOG_UPLOAD_S while the sweep runs, and at the end)
     log_path = (Path(tempfile.gettempdir()) / "ray-ban-logs" / plan.name if store.remote else Path(store.base) / "logs") / "ray.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log_file, _ray_output_to(log_file) as terminal, _uploading(log_path, store):
-        ray.init(address=address, **init_kwargs)
-        _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
-        failures = _run_phases(plan, args, store, log_path, terminal)
+    joined = ray.is_initialized()  # the caller's own session (a notebook, a script): used as it is
+    stream = stream or sys.stdout
+    with contextlib.ExitStack() as stack:
+        terminal = stream
+        if own_process:
+            log_file = stack.enter_context(open(log_path, "a"))
+            terminal = stack.enter_context(_ray_output_to(log_file))
+        stack.enter_context(_uploading(log_path, store))
+        if not joined:
+            ray.init(address=address, **init_kwargs)
+        if own_process:
+            _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
+        failures = _run_phases(plan, args, store, log_path, terminal, shutdown=not joined)
     table = write_results(plan, store)
     write_ensemble_runs(table.to_pylist(), board_root(store.location))
     _write_report(store.location)
-    code = _report(plan, table, failures, store, started)
+    code = _report(plan, table, failures, store, started, stream)
     if plan.search:
         from .search_phase import write_best
 
-        write_best(plan, store, sys.stdout)
-    return code
+        write_best(plan, store, stream)
+    return SweepOutcome(table, failures, code)
 
 
 LOG_UPLOAD_S = 30.0
@@ -561,7 +585,7 @@ def _ray_output_to(log_file):
             os.close(copy)
 
 
-def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path, terminal) -> dict:
+def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shutdown: bool = True) -> dict:
     """Every model in one scheduling pass (a search: its teacher, then its trials); chain_id -> error or None."""
     import ray
 
@@ -605,21 +629,22 @@ def _run_phases(plan: SweepPlan, args: argparse.Namespace, store, log_path: Path
                 capacity.release_request()
         except Exception as error:  # noqa: BLE001 - the request only keeps idle nodes up; never fail the sweep
             logging.getLogger("ray_ban").warning("autoscaler request not withdrawn: %s", error)
-        ray.shutdown()
+        if shutdown:
+            ray.shutdown()
 
 
-def _report(plan: SweepPlan, table, failures: dict, store, started: float) -> int:
+def _report(plan: SweepPlan, table, failures: dict, store, started: float, stream: TextIO) -> int:
     """Print the paper-style table, each student against its teacher paired by seed, the failures; the exit code."""
     from .results import paper_table, teacher_student_lines
 
-    print(paper_table(plan, table))
+    print(paper_table(plan, table), file=stream)
     for line in teacher_student_lines(plan, table):
-        print(f"ray-ban: paired by seed, {line}")
+        print(f"ray-ban: paired by seed, {line}", file=stream)
     failed = {k: v for k, v in failures.items() if v}
     for chain_id, message in failed.items():
-        print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr)
+        print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr if stream is sys.stdout else stream)
     print(f"ray-ban: results in {store.uri('results.parquet')} ({table.num_rows} rows); "
-          f"{time.perf_counter() - started:.0f} s", flush=True)
+          f"{time.perf_counter() - started:.0f} s", file=stream, flush=True)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -645,7 +670,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if ray_address(args) != "local":
         use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
     try:
-        return run_sweep(plan, args, store)
+        return run_sweep(plan, args, store).code
     except UsageError as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -7,6 +7,7 @@ skips them locally. What they cost is in BENCHMARKS.md.
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -88,14 +89,16 @@ def _wait_for_status(cluster, job_id: str, wanted: set, timeout_s: float) -> str
 def test_a_submitted_sweep_stopped_and_resubmitted_after_a_code_change_resumes(cluster, tmp_path):
     work = _copy_of_the_checkout(tmp_path / "checkout")
     storage = tmp_path / "storage"
-    command = ["--", "python", "-m", "ray_ban.sweep", "scaled.yaml", "--address", "auto", "--storage", str(storage),
+    command = ["--", sys.executable, "-m", "ray_ban.sweep", "scaled.yaml", "--address", "auto", "--storage", str(storage),
                "--cluster-config", str(cluster.config_path)]
     first = cluster.job("submit", "--working-dir", str(work), "--no-wait", "--submission-id", "scaled-1", *command)
     assert first.returncode == 0, first.stdout + first.stderr
     models = storage / "scaled" / "models"
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and not list(models.glob("*/summary.json")):
-        time.sleep(1)
+        if "FAILED" in cluster.job("status", "scaled-1").stdout:
+            break
+        time.sleep(2)
     stored = {p.parent.name: p.read_text() for p in models.glob("*/summary.json")}
     assert stored, cluster.job("logs", "scaled-1").stdout[-3000:]
     stopped = cluster.job("stop", "scaled-1")

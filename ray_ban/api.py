@@ -1,0 +1,86 @@
+"""The Python API: run a sweep from a notebook or a script, load a space, read results back.
+
+``run`` takes the command line's options as keyword arguments (``--gpus-per-worker 0.25`` is
+``gpus_per_worker=0.25``, ``--search lr=...`` is ``search=["lr=..."]``) with the same defaults, so a
+sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
+Ray session the caller started is joined and left running, file descriptors, loggers and the
+matplotlib backend stay as they are, and bad input raises (``SpaceError``, ``DataError``,
+``UsageError``) instead of exiting.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+import pyarrow as pa
+
+
+@dataclass
+class Results:
+    """A finished sweep: its results table, where it lives, and which chains failed (chain id -> message)."""
+
+    table: pa.Table
+    location: str
+    failures: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_pandas(self):
+        return self.table.to_pandas()
+
+
+def options(space: str | Path, preset: str = "paper", **values: Any):
+    """The sweep options for ``space``: the command line's defaults with ``values`` laid over them."""
+    from .sweep import gpu_amount, parse_args
+
+    args = parse_args([str(space)])
+    args.preset = preset
+    for name, value in values.items():
+        if name in ("table", "list", "dry_run") or not hasattr(args, name):
+            raise TypeError(f"run() got an unknown option {name!r}; options are the command line's long options "
+                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in ('table', 'list', 'dry_run')))}")
+        setattr(args, name, value)
+    if isinstance(args.gpus_per_worker, str):
+        args.gpus_per_worker = gpu_amount(args.gpus_per_worker)
+    if isinstance(args.seeds, (list, tuple, range)):
+        args.seeds = ",".join(str(s) for s in args.seeds)
+    if isinstance(args.search, str):
+        args.search = [args.search]
+    args.out = str(args.out)
+    return args
+
+
+def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = None, **values: Any) -> Results:
+    """Train a sweep (a table name or a space file) and return its results; ``stream`` gets the progress lines."""
+    from .store import RunStore
+    from .sweep import plan_from_args, prepare_run_dir, ray_address, run_location, run_sweep, use_token_auth_if_available
+    from .sweep import validate_plan
+
+    args = options(space, preset, **values)
+    plan = plan_from_args(args)
+    validate_plan(plan, args)
+    store = RunStore(run_location(args.out, plan.name))
+    prepare_run_dir(store, plan, args.resume, args.overwrite)
+    if "ray" not in sys.modules and ray_address(args) != "local":
+        use_token_auth_if_available()
+    outcome = run_sweep(plan, args, store, own_process=False, stream=stream)
+    return Results(outcome.table, store.location, {k: v for k, v in outcome.failures.items() if v})
+
+
+def load_space(space: str | Path, preset: str = "paper", **overrides: Any):
+    """A space file or shipped table as a validated ``SweepPlan`` (plain data: no torch, no Ray)."""
+    from .spaces import load
+
+    return load(str(space), preset, overrides)
+
+
+def read_results(location: str | Path) -> pa.Table:
+    """A sweep's results.parquet (a run folder or a storage URI) as a pyarrow table."""
+    from .results import read_results as read
+
+    return read(location)
