@@ -15,6 +15,7 @@ import re
 import zlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +24,9 @@ import yaml
 from .losses import LOSSES, check_loss_params
 from .recipe import Recipe
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+# the shipped tables are package data (also reached as ./search_spaces in a checkout): an installed
+# wheel lists and loads them from any folder
+SPACES_DIR = Path(str(resources.files("ray_ban") / "search_spaces"))
 TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
             "train_subset", "test_subset", "search", "model_kwargs"}
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",

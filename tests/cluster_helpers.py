@@ -34,10 +34,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def autoscaler_config(port: int, worker_types: dict) -> dict:
+def autoscaler_config(port: int, worker_types: dict, head_cpus: int = 0) -> dict:
     """The whole fake_multinode autoscaler config: a head with no CPU and ``worker_types``
     (name -> (resources, max_workers[, min_workers]); from zero unless min_workers says otherwise)."""
-    types = {"ray.head.default": {"resources": {"CPU": 0, "chain_driver": 100}, "node_config": {}, "max_workers": 0}}
+    types = {"ray.head.default": {"resources": {"CPU": head_cpus, "chain_driver": 100}, "node_config": {}, "max_workers": 0}}
     for name, (resources, max_workers, *min_workers) in worker_types.items():
         types[name] = {"resources": resources, "node_config": {}, "min_workers": min_workers[0] if min_workers else 0,
                        "max_workers": max_workers}
@@ -89,12 +89,16 @@ def _wait_for_head(address: str, env: dict, deadline: float, head: subprocess.Po
 
 
 @contextlib.contextmanager
-def autoscaling_cluster(worker_types: dict, dashboard: bool = False) -> Iterator[LocalCluster]:
-    """Start the head (and its autoscaler) in a process group of its own; end exactly that group after."""
+def autoscaling_cluster(worker_types: dict, dashboard: bool = False, head_cpus: int = 0) -> Iterator[LocalCluster]:
+    """Start the head (and its autoscaler) in a process group of its own; end exactly that group after.
+
+    ``head_cpus`` > 0 with no worker types is a fixed one-node cluster (a job-submission target: fake
+    nodes share the head's session folder, where each node's runtime-env agent unpacks a job's
+    working_dir again under the processes already running in it)."""
     temp = Path(tempfile.mkdtemp(prefix="rb-as-", dir="/tmp"))  # short: Ray's socket paths stay under 108 bytes
     port = free_port()
     config_path = temp / "autoscaler.yaml"
-    config_path.write_text(yaml.safe_dump(autoscaler_config(port, worker_types)))
+    config_path.write_text(yaml.safe_dump(autoscaler_config(port, worker_types, head_cpus)))
     # Token authentication on, with a token of the test's own (Ray 2.60 heads turn it on when a token exists):
     # drivers must find it by RAY_AUTH_TOKEN_PATH alone, as ray-ban's sweep does; Ray's own tools need the mode too
     token = temp / "auth_token"
@@ -104,7 +108,7 @@ def autoscaling_cluster(worker_types: dict, dashboard: bool = False) -> Iterator
            "RAY_AUTH_TOKEN_PATH": str(token)}
     tools = {**env, "RAY_AUTH_MODE": "token"}
     command = [RAY, "start", "--head", "--block", "--port", str(port),
-               "--num-cpus", "0", "--resources", '{"chain_driver": 100}', "--autoscaling-config", str(config_path),
+               "--num-cpus", str(head_cpus), "--resources", '{"chain_driver": 100}', "--autoscaling-config", str(config_path),
                "--temp-dir", str(temp / "ray")]
     dashboard_url = None
     if dashboard:

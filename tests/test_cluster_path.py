@@ -30,7 +30,14 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def cluster():
-    with autoscaling_cluster({"cpu_worker": ({"CPU": 2}, 1)}, dashboard=True) as running:
+    with autoscaling_cluster({"cpu_worker": ({"CPU": 2}, 1)}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def job_head():
+    """A `ray start` head with 2 CPUs and its dashboard (the job server) on loopback."""
+    with autoscaling_cluster({}, dashboard=True, head_cpus=2) as running:
         yield running
 
 
@@ -78,7 +85,8 @@ def _wait_for_status(cluster, job_id: str, wanted: set, timeout_s: float) -> str
     deadline = time.monotonic() + timeout_s
     status = ""
     while time.monotonic() < deadline:
-        status = cluster.job("status", job_id).stdout
+        reply = cluster.job("status", job_id)
+        status = reply.stdout + reply.stderr
         for state in wanted:
             if f"'{state}'" in status or f"{state}" in status.split():
                 return state
@@ -86,7 +94,8 @@ def _wait_for_status(cluster, job_id: str, wanted: set, timeout_s: float) -> str
     raise AssertionError(f"job {job_id} not in {wanted} after {timeout_s} s: {status}")
 
 
-def test_a_submitted_sweep_stopped_and_resubmitted_after_a_code_change_resumes(cluster, tmp_path):
+def test_a_submitted_sweep_stopped_and_resubmitted_after_a_code_change_resumes(job_head, tmp_path):
+    cluster = job_head
     work = _copy_of_the_checkout(tmp_path / "checkout")
     storage = tmp_path / "storage"
     command = ["--", sys.executable, "-m", "ray_ban.sweep", "scaled.yaml", "--address", "auto", "--storage", str(storage),
@@ -96,7 +105,8 @@ def test_a_submitted_sweep_stopped_and_resubmitted_after_a_code_change_resumes(c
     models = storage / "scaled" / "models"
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and not list(models.glob("*/summary.json")):
-        if "FAILED" in cluster.job("status", "scaled-1").stdout:
+        status = cluster.job("status", "scaled-1")
+        if "FAILED" in status.stdout + status.stderr:
             break
         time.sleep(2)
     stored = {p.parent.name: p.read_text() for p in models.glob("*/summary.json")}
