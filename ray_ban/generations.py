@@ -116,13 +116,15 @@ def run_chain(
             teacher=teacher_model, device=device, seed=training.seed, compile=compile,
         )
         history: list[dict] = []
+        resumed_from = None  # the epoch of the checkpoint this generation continued from, if any
         if resume is not None and resume.key == training.key:
             generation.load_state_dict(resume.engine_state)
             history = list(resume.history)
+            resumed_from = generation.epoch
         log = _board_log(board, training, generation.epoch) if rank == 0 else None
         try:
             for report in generation.run():
-                history.append(report.to_dict())
+                history.append({**report.to_dict(), **({"resumed_from": resumed_from} if resumed_from else {})})
                 if log is not None:
                     log.epoch(history[-1])
                 on_epoch(training, report, generation.state_dict, history)

@@ -611,7 +611,7 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
                         for t in roots]
         chain_configs = [trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
                                       board_runs) for c in chains]
-        what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chains"
+        what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chain{'s' * (len(plan.chains) != 1)}"
         print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; Ray logs in {log_path}",
               file=terminal, flush=True)
         settled = {t.key for t in plan.trainings() if store.is_done(t.key)}

@@ -47,7 +47,9 @@ def test_faults_in_a_data_parallel_chain(tmp_path):
     assert {k for k, r in rows.items() if r["status"] == "ok"} == {
         (None, "teacher", 0), ("ban", "student", 1), ("ban", "student", 2), ("ban/ens2", "ensemble", 2)}
     gen1 = run / "models" / rows[("ban", "student", 1)]["model_key"]
-    assert [h["epoch"] for h in json.loads((gen1 / "history.json").read_text())] == [1, 2]
+    history = json.loads((gen1 / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert "resumed_from" not in history[0] and history[1]["resumed_from"] == 1  # continued from epoch 1's checkpoint
     board = EventAccumulator(str(run / "tensorboard" / "A" / "ban-s0" / "gen1"))
     board.Reload()
     assert [e.step for e in board.Scalars("test/error")] == [1, 2]

@@ -1,7 +1,8 @@
 """A sweep whose run folder is in S3-compatible object storage (a local moto server speaking the S3
 protocol), read back with pyarrow's S3 filesystem. The sweep is SIGKILLed mid-chain (driver, Ray
 and workers: a lost machine) and the same command run again: it resumes from what is in the bucket,
-retrains nothing, and leaves no duplicate rows and no partial files."""
+retrains nothing, and leaves no duplicate rows and no partial files. Its dataset is in the bucket too:
+CIFAR-10-format files exported by `python -m ray_ban.data.export` and read by every Train worker."""
 
 import json
 import os
@@ -17,14 +18,16 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from ray_ban.data.export import main as export_main
 from sweep_helpers import ROOT, run_sweep
+from test_data_sources import write_cifar_pickles
 
 moto_server = pytest.importorskip("moto.server", reason="moto (a dev dependency) serves S3 locally for this test")
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_EC2_METADATA_DISABLED": "true"}
 SPACE = {
-    "name": "crash", "dataset": "synthetic", "seeds": [0], "train_subset": 512, "test_subset": 200,
+    "name": "crash", "seeds": [0], "train_subset": 512, "test_subset": 100,
     "recipe": {"epochs": 2, "batch_size": 64, "lr": 0.05}, "columns": {"Teacher": "teacher", "BAN-3": "ban/3"},
     "rows": [{"row": "A", "teacher": "wrn-10-1", "chains": {"ban": {"loss": "ban", "generations": 3}}}],
 }
@@ -60,18 +63,32 @@ def summaries(fs) -> dict[str, dict]:
     return found
 
 
+def epoch_one_checkpoints(fs) -> set[str]:
+    """Model keys whose epoch-1 Train checkpoint of the chain is in the bucket."""
+    infos = fs.get_file_info(pafs.FileSelector(f"{RUN}/ray/A.ban.seed0", allow_not_found=True))
+    return {i.base_name.removeprefix("checkpoint_").removesuffix("_e0001") for i in infos
+            if i.base_name.startswith("checkpoint_") and i.base_name.endswith("_e0001")}
+
+
 def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_path):
     fs, uri = bucket
+    write_cifar_pickles(tmp_path / "torchvision", "cifar10", per_batch=110)  # 550 train, 110 test images
+    data_uri = uri.replace("s3://ray-ban/runs", "s3://ray-ban/data")
+    assert export_main(["cifar10", "--data-root", str(tmp_path / "torchvision"), "--out", data_uri]) == 0
     space = tmp_path / "crash.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(yaml.safe_dump({**SPACE, "dataset": f"parquet:{data_uri.replace('?', '/plain_text?')}"}))
     command = [sys.executable, "-m", "ray_ban.sweep", str(space), "--out", uri]
     sweep_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env={**os.environ, "RAY_ADDRESS": ""}, start_new_session=True)
     deadline = time.time() + 400
-    while time.time() < deadline:  # kill once the teacher and generation 1 are stored in the bucket
-        if len(summaries(fs)) >= 2:
+    interrupted = None
+    while time.time() < deadline:  # kill once the teacher and generation 1 are stored and generation 2 checkpointed
+        done = summaries(fs)
+        interrupted = next((c for c in epoch_one_checkpoints(fs) if c not in done), None) if len(done) >= 2 else None
+        if interrupted:
+            time.sleep(1.0)  # let Train record the uploaded checkpoint in its run state
             break
-        time.sleep(0.5)
+        time.sleep(0.25)
     else:
         sweep_process.kill()
         pytest.fail("the sweep never stored two models: " + sweep_process.stdout.read().decode()[-2000:])
@@ -87,6 +104,8 @@ def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_
     assert len(after) == 4
     for key, finished_at in done_before.items():
         assert after[key]["finished_at"] == finished_at, f"{key} was trained again"
+    resumed = json.loads(fs.open_input_stream(f"{RUN}/models/{interrupted}/history.json").read())
+    assert [h.get("resumed_from") for h in resumed] == [None, 1]  # epoch 2 continued from epoch 1's checkpoint
     rows = pq.read_table(f"{RUN}/results.parquet", filesystem=fs).to_pylist()
     keys = [r["model_key"] for r in rows]
     assert len(keys) == len(set(keys)) and {r["status"] for r in rows} == {"ok"}  # no duplicate rows
@@ -99,11 +118,11 @@ def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_
         history = json.loads(fs.open_input_stream(f"{model}/history.json").read())
         assert [h["epoch"] for h in history] == [1, 2]
         with fs.open_input_file(f"{RUN}/predictions/{r['model_key']}.arrow") as source:
-            assert pa.ipc.open_file(source).read_all().num_rows == 200
+            assert pa.ipc.open_file(source).read_all().num_rows == 100
 
     names = {info.path.removeprefix(RUN + "/") for info in fs.get_file_info(pafs.FileSelector(RUN, recursive=True))}
     assert {"sweep.json", "table.md", "report.md", "error_by_generation.png", "logs/ray.log"} <= names
-    assert any(n.startswith("ray/chains/experiment_state-") for n in names)  # Tune's experiment state
+    assert any(n.startswith("ray/sweep/experiment_state-") for n in names)  # Tune's experiment state
     assert any(n.startswith("ray/A.ban.seed0/checkpoint_") for n in names)  # Train's epoch checkpoints
     assert any(n.startswith("tensorboard/A/ban-s0/gen3/events.out.tfevents") for n in names)
     assert any(n.startswith("tensorboard/A/ban-s0/ens3/events.out.tfevents") for n in names)

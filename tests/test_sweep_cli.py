@@ -1,6 +1,9 @@
 """The sweep CLI without training: validation, dry runs and bad input (exit 2, one line, nothing written)."""
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,14 +12,26 @@ import pytest
 import yaml
 
 from ray_ban import spaces
+from ray_ban.sweep import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep(*args, cwd=None):
-    result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd or ROOT, timeout=120)
-    return result.returncode, result.stdout, result.stderr
+    """``python -m ray_ban.sweep ARGS`` run in this process (no training happens in these tests): exit code,
+    stdout, stderr. In-process saves a Python start-up and the torch import per call."""
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(cwd or ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_main([str(a) for a in args])
+            except SystemExit as exit_:  # argparse's --help, and bad options through OneLineParser
+                code = exit_.code
+    finally:
+        os.chdir(here)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4", "table5"])
@@ -123,7 +138,7 @@ def test_existing_results_are_never_overwritten_without_consent(tmp_path):
     (run / "sweep.json").write_text('{"identity": {"name": "other", "preset": "paper"}}')
     (run / "results.parquet").write_bytes(b"precious")
     code, _, err = sweep(space, "--out", tmp_path / "runs")
-    assert code == 2 and "already holds a sweep (other" in err and "--overwrite" in err
+    assert code == 2 and "already holds another sweep (other" in err and "--overwrite" in err
     code, _, err = sweep(space, "--out", tmp_path / "runs", "--resume")
     assert code == 2 and "only continues the same sweep" in err
     assert (run / "results.parquet").read_bytes() == b"precious"
