@@ -23,9 +23,9 @@ import torch
 
 import _common
 from ray_ban.data import load_dataset
-from ray_ban.engine import Generation
+from ray_ban.core.engine import Generation
 from ray_ban.models import build, parameter_count
-from ray_ban.recipe import Recipe
+from ray_ban.config.recipe import Recipe
 
 
 def main() -> None:

@@ -19,9 +19,9 @@ import torch
 
 import _common
 from ray_ban.data import synthetic
-from ray_ban.engine import Generation
+from ray_ban.core.engine import Generation
 from ray_ban.models import build
-from ray_ban.recipe import Recipe
+from ray_ban.config.recipe import Recipe
 
 
 def to_channels_last(gen: Generation) -> Generation:

@@ -39,11 +39,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common  # noqa: E402
-from ray_ban import metrics  # noqa: E402
+from ray_ban.core import metrics  # noqa: E402
 from ray_ban.data import DeviceLoader, load_dataset, synthetic  # noqa: E402
-from ray_ban.engine import Generation  # noqa: E402
+from ray_ban.core.engine import Generation  # noqa: E402
 from ray_ban.models import build, parameter_count  # noqa: E402
-from ray_ban.recipe import Recipe  # noqa: E402
+from ray_ban.config.recipe import Recipe  # noqa: E402
 
 
 def soft_ce(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:

@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common  # noqa: E402
 from ray_ban import models  # noqa: E402
 from ray_ban.data import DeviceLoader, load_dataset, synthetic  # noqa: E402
-from ray_ban.engine import Generation  # noqa: E402
-from ray_ban.precision import Precision  # noqa: E402
-from ray_ban.recipe import Recipe  # noqa: E402
+from ray_ban.core.engine import Generation  # noqa: E402
+from ray_ban.core.precision import Precision  # noqa: E402
+from ray_ban.config.recipe import Recipe  # noqa: E402
 from ray_ban.store import RunStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

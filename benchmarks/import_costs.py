@@ -19,8 +19,8 @@ import _common
 MODULES = {
     "ray": "import ray",
     "ray.train.torch (a TorchTrainer's trial and controller)": "import ray.train.torch",
-    "ray_ban.chain (the trial and controller now)": "import ray_ban.chain",
-    "ray_ban.chain_worker (a Train worker)": "import ray_ban.chain_worker",
+    "ray_ban.chain (the trial and controller now)": "import ray_ban.orchestration.chain",
+    "ray_ban.chain_worker (a Train worker)": "import ray_ban.orchestration.chain_worker",
     "torch": "import torch",
 }
 

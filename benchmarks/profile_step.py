@@ -23,9 +23,9 @@ from torch.profiler import ProfilerActivity, profile
 
 import _common
 from ray_ban.data import DeviceLoader, synthetic
-from ray_ban.engine import Generation
+from ray_ban.core.engine import Generation
 from ray_ban.models import build
-from ray_ban.recipe import Recipe
+from ray_ban.config.recipe import Recipe
 from step_overhead import BareLoop
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 import _common
-from ray_ban import spaces
+from ray_ban.config import spaces
 
 ROOT = Path(__file__).resolve().parents[1]
 

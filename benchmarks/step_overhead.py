@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 import _common
 from ray_ban.data import DeviceLoader, synthetic
-from ray_ban.engine import Generation
+from ray_ban.core.engine import Generation
 from ray_ban.models import build, parameter_count
-from ray_ban.recipe import Recipe
+from ray_ban.config.recipe import Recipe
 
 
 def parse_args() -> argparse.Namespace:

@@ -21,7 +21,7 @@ __all__ = ["Results", "__version__", "load_space", "read_results", "run"]
 def __getattr__(name: str):
     """The API on first use: ``import ray_ban`` stays free of torch, Ray and pyarrow."""
     if name in ("run", "load_space", "read_results", "Results"):
-        from . import api
+        from ray_ban import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'ray_ban' has no attribute {name!r}")

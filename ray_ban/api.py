@@ -36,7 +36,7 @@ class Results:
 
 def options(space: str | Path, preset: str = "paper", **values: Any):
     """The sweep options for ``space``: the command line's defaults with ``values`` laid over them."""
-    from .sweep import gpu_amount, parse_args
+    from ray_ban.cli.sweep import gpu_amount, parse_args
 
     args = parse_args([str(space)])
     args.preset = preset
@@ -57,9 +57,10 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
 
 def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = None, **values: Any) -> Results:
     """Train a sweep (a table name or a space file) and return its results; ``stream`` gets the progress lines."""
-    from .store import RunStore
-    from .sweep import plan_from_args, prepare_run_dir, ray_address, run_location, run_sweep, use_token_auth_if_available
-    from .sweep import validate_plan
+    from ray_ban.cli.sweep import plan_from_args, validate_plan
+    from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
+    from ray_ban.results.run_folder import prepare_run_dir, run_location
+    from ray_ban.store import RunStore
 
     args = options(space, preset, **values)
     plan = plan_from_args(args)
@@ -74,13 +75,13 @@ def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = 
 
 def load_space(space: str | Path, preset: str = "paper", **overrides: Any):
     """A space file or shipped table as a validated ``SweepPlan`` (plain data: no torch, no Ray)."""
-    from .spaces import load
+    from ray_ban.config.spaces import load
 
     return load(str(space), preset, overrides)
 
 
 def read_results(location: str | Path) -> pa.Table:
     """A sweep's results.parquet (a run folder or a storage URI) as a pyarrow table."""
-    from .results import read_results as read
+    from ray_ban.results.tables import read_results as read
 
     return read(location)

@@ -14,7 +14,7 @@ Layout of ``<out>/<sweep>/``::
     models/<key>/failed.json   why a model failed (NaN loss, ...)
     predictions/<key>.arrow    test logits as fp16 (Arrow IPC), with the labels; for a language model
                                each test token's target log-probability and top token
-    results.parquet, table.md  written by ray_ban.results
+    results.parquet, table.md  written by ray_ban.results.tables
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from ray_ban import metrics, spaces
+from ray_ban.core import metrics
+from ray_ban.config import spaces
 from ray_ban.store import RunStore
 
 SPACE = {

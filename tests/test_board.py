@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ray_ban.tensorboard_runs import SCALAR_TAGS, GenerationLog
+from ray_ban.results.tensorboard_runs import SCALAR_TAGS, GenerationLog
 from sweep_helpers import ROOT
 
 EPOCH_TAGS = {"train/loss", "train/learning_rate", "test/error", "test/loss", "test/calibration_error"}

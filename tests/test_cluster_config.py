@@ -50,7 +50,7 @@ def setup_words(config: dict) -> list[list[str]]:
 
 
 def test_cluster_yaml_passes_rays_launcher_validation(config):
-    from ray_ban.chain import DRIVER_RESOURCE
+    from ray_ban.orchestration.chain import DRIVER_RESOURCE
 
     head = config["available_node_types"][config["head_node_type"]]
     assert head["resources"]["CPU"] == 0  # no Train worker is ever placed on the head

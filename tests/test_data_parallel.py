@@ -20,9 +20,9 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from ray_ban.data import ImageSplits, synthetic
-from ray_ban.engine import Generation
-from ray_ban.recipe import Recipe
-from ray_ban.sync_batchnorm import AllReduceBatchNorm
+from ray_ban.core.engine import Generation
+from ray_ban.config.recipe import Recipe
+from ray_ban.core.sync_batchnorm import AllReduceBatchNorm
 
 RECIPE = Recipe(epochs=1, batch_size=64, lr=0.1, schedule="constant", eval_batch_size=40, crop_padding=2)  # 4 steps
 RUNS = {"label": RECIPE, "ban": RECIPE, "cwtm": RECIPE, "label-unsynced": RECIPE.replace(sync_batchnorm=False)}

@@ -18,13 +18,13 @@ import pytest
 import torch
 from torchvision.io import encode_png
 
-from ray_ban import spaces
+from ray_ban.config import spaces
 from ray_ban.data import DataError, check_dataset, load_dataset, parquet
 from ray_ban.data.cache import CACHE_ENV, cache_root
 from ray_ban.data.export import main as export_main
 from ray_ban.data.sources import cifar_lock
-from ray_ban.generations import prepare_data
-from ray_ban.sweep import main as sweep_main
+from ray_ban.core.generations import prepare_data
+from ray_ban.cli.sweep import main as sweep_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FINE = [f"fine{i}" for i in range(6)]

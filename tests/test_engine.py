@@ -5,8 +5,8 @@ import torch
 
 from ray_ban import models
 from ray_ban.data import synthetic
-from ray_ban.engine import Generation, NonFiniteLoss
-from ray_ban.recipe import Recipe, lr_factor
+from ray_ban.core.engine import Generation, NonFiniteLoss
+from ray_ban.config.recipe import Recipe, lr_factor
 
 DATA = synthetic(10, 1024, 300)
 RECIPE = Recipe(epochs=2, batch_size=64, lr=0.05)

@@ -10,15 +10,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from ray_ban import metrics, models
+from ray_ban import models
+from ray_ban.core import metrics
 from ray_ban.data import (
     BPTTLoader, DataError, TextSplits, check_dataset, generated_corpus, is_text, load_dataset, load_ptb,
     num_classes_of, synthetic,
 )
-from ray_ban.engine import Generation
-from ray_ban.language_engine import EVAL_COLUMNS, LanguageGeneration
+from ray_ban.core.engine import Generation
+from ray_ban.core.language_engine import EVAL_COLUMNS, LanguageGeneration
 from ray_ban.models.language import EXAMPLES, KIM_FEATURE_MAPS, KIM_WIDTHS
-from ray_ban.recipe import Recipe
+from ray_ban.config.recipe import Recipe
 
 SMALL = generated_corpus(vocab_size=300, train_tokens=20_000, valid_tokens=3_000, test_tokens=3_000, seed=1)
 RECIPE = Recipe(epochs=2, batch_size=16, lr=20.0, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="plateau", bptt=20, grad_clip=0.25)

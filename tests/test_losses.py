@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ray_ban.losses import LOSSES, check_loss_params, get_loss, permute_dark_knowledge
+from ray_ban.core.losses import LOSSES, check_loss_params, get_loss, permute_dark_knowledge
 
 torch.manual_seed(0)
 B, C = 8, 10

@@ -14,10 +14,10 @@ from torch import nn
 
 from ray_ban import models
 from ray_ban.data import synthetic
-from ray_ban.generations import build_model, load_trained, run_chain
+from ray_ban.core.generations import build_model, load_trained, run_chain
 from ray_ban.models.densenet import PAPER_SPLITS
-from ray_ban.recipe import Recipe
-from ray_ban.spaces import Training
+from ray_ban.config.recipe import Recipe
+from ray_ban.config.spaces import Training
 from ray_ban.store import RunStore
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "models.md"

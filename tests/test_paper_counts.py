@@ -6,8 +6,10 @@ import pytest
 import torch
 import yaml
 
-from ray_ban import models, spaces, sweep
-from ray_ban.paper_counts import paper_number
+from ray_ban import models
+from ray_ban.config import spaces
+from ray_ban.cli import sweep
+from ray_ban.cli.paper_counts import paper_number
 
 
 def dry_run(capsys, *args: str) -> list[str]:

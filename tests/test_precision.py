@@ -5,9 +5,9 @@ import torch
 
 from ray_ban import models
 from ray_ban.data import synthetic
-from ray_ban.engine import Generation
-from ray_ban.precision import Precision, resolve
-from ray_ban.recipe import Recipe
+from ray_ban.core.engine import Generation
+from ray_ban.core.precision import Precision, resolve
+from ray_ban.config.recipe import Recipe
 
 DATA = synthetic(10, 128, 40)
 

@@ -93,7 +93,7 @@ def trainer_callbacks_are_filterable(method: Any) -> None:
     from ray.train.v2._internal.callbacks.user_callback import UserCallbackHandler
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from ray_ban.chain import ChainTrainer
+    from ray_ban.orchestration.chain import ChainTrainer
 
     assert list(inspect.signature(method).parameters) == ["self"], inspect.signature(method)
     assert "self._create_default_callbacks()" in inspect.getsource(DataParallelTrainer.fit), \
@@ -142,60 +142,60 @@ V2_TRAINER = "ray/train/v2/api/data_parallel_trainer.py"
 
 CONTRACT: list[Internal] = [
     Internal(
-        "ray.train.v2.api.data_parallel_trainer:DataParallelTrainer", ("ray_ban/chain.py",),
+        "ray.train.v2.api.data_parallel_trainer:DataParallelTrainer", ("ray_ban/orchestration/chain.py",),
         "ChainTrainer's base: Train V2's data-parallel trainer, which (unlike TorchTrainer) imports no torch "
         "in the trial's actor and Train's controller",
         f"{V2_TRAINER}; Ray 2.60 exports this class from no public module (ray.train.data_parallel_trainer holds "
         "V1's), so find its new home, or fall back to ray.train.torch.TorchTrainer (imports torch per chain)",
         shape=takes("train_loop_per_worker", "train_loop_config", "scaling_config", "run_config")),
     Internal(
-        "ray.train.v2.api.data_parallel_trainer:DataParallelTrainer._create_default_callbacks", ("ray_ban/chain.py",),
+        "ray.train.v2.api.data_parallel_trainer:DataParallelTrainer._create_default_callbacks", ("ray_ban/orchestration/chain.py",),
         "ChainTrainer leaving out the DatasetManager and PlacementGroupCleaner actors of every chain's Train run",
         f"{V2_TRAINER}: fit() and _create_default_callbacks(); keep ChainTrainer's filter in step with them",
         shape=trainer_callbacks_are_filterable),
     Internal(
-        "ray.train.v2._internal.callbacks.datasets:DatasetsCallback", ("ray_ban/chain.py",),
+        "ray.train.v2._internal.callbacks.datasets:DatasetsCallback", ("ray_ban/orchestration/chain.py",),
         "the callback (and its DatasetManager actor) a chain, which uses no Ray Datasets, leaves out",
         "ray/train/v2/_internal/callbacks/ for the callback that starts the DatasetManager", shape=is_class),
     Internal(
         "ray.train.v2._internal.callbacks.placement_group_callback:PlacementGroupCleanerCallback",
-        ("ray_ban/chain.py",),
+        ("ray_ban/orchestration/chain.py",),
         "the callback left out where no dashboard answers its State API (placement.ReleaseStoppedChains frees "
         "stopped chains' groups instead)",
         "ray/train/v2/_internal/callbacks/ for the callback that starts the PlacementGroupCleaner", shape=is_class),
     Internal(
         "ray.train.v2._internal.constants:HEALTH_CHECK_INTERVAL_S_ENV_VAR",
-        ("ray_ban/sweep.py",),
+        ("ray_ban/orchestration/sweep.py",),
         "polling Train's workers every 0.25 s instead of 2 s (short generations wait on that poll)",
         "ray/train/v2/_internal/execution/controller/controller.py, where the poll interval is read",
         seen_as=("$RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",),
         shape=env_knob("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "ray.train.v2._internal.constants:ENV_VARS_TO_PROPAGATE")),
     Internal(
-        "ray.train.v2._internal.constants:ENABLE_PREEMPTION_WATCHER_ENV_VAR", ("ray_ban/sweep.py",),
+        "ray.train.v2._internal.constants:ENABLE_PREEMPTION_WATCHER_ENV_VAR", ("ray_ban/orchestration/sweep.py",),
         "local runs skipping Train's per-chain PreemptionWatcher actor",
         "ray/train/v2/_internal/execution/controller/controller.py, where the watcher is started",
         seen_as=("$RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",),
         shape=env_knob("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "ray.train.v2._internal.constants:ENV_VARS_TO_PROPAGATE")),
     Internal(
-        "ray.tune.constants:TUNE_ENV_VARS", ("ray_ban/sweep.py",),
+        "ray.tune.constants:TUNE_ENV_VARS", ("ray_ban/orchestration/sweep.py",),
         "no CSV/JSON/TensorBoard logger callbacks per trial (the sweep writes its own results)",
         "ray/tune/utils/callback.py, where Tune adds its default loggers",
         seen_as=("$TUNE_DISABLE_AUTO_CALLBACK_LOGGERS",),
         shape=env_knob("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "ray.tune.constants:TUNE_ENV_VARS")),
     Internal(
-        "ray.air.constants:AIR_ENV_VARS", ("ray_ban/sweep.py",),
+        "ray.air.constants:AIR_ENV_VARS", ("ray_ban/orchestration/sweep.py",),
         "Tune's legacy progress reporter, which is silent at verbose=0 (the new one prints anyway)",
         "ray/tune/experimental/output.py, where the output engine is chosen",
         seen_as=("$RAY_AIR_NEW_OUTPUT",), shape=env_knob("RAY_AIR_NEW_OUTPUT", "ray.air.constants:AIR_ENV_VARS")),
     Internal(
-        "ray.tune.experiment.trial:_TemporaryTrialState", ("ray_ban/placement.py",),
+        "ray.tune.experiment.trial:_TemporaryTrialState", ("ray_ban/orchestration/placement.py",),
         "trial.temporary_state.ray_actor: the trial's actor, whose exit tells ReleaseStoppedChains that the "
         "chain's Train controller (and so nothing that could still use its placement group) is gone",
         "ray/tune/experiment/trial.py (where Tune keeps a trial's actor) and ray/tune/execution/tune_controller.py "
         "(whether callbacks still run before the actor is stopped)",
         seen_as=(".temporary_state",), shape=trial_keeps_its_actor),
     Internal(
-        "ray.actor:_modify_class", ("ray_ban/placement.py",),
+        "ray.actor:_modify_class", ("ray_ban/orchestration/placement.py",),
         "actor.__ray_ready__(), every actor's built-in no-op method, which ReleaseStoppedChains calls to learn "
         "whether the trial's actor has exited",
         "ray/actor.py, where actor classes get their built-in methods",
@@ -236,14 +236,14 @@ CONTRACT: list[Internal] = [
         "the (empty) launch-failure history the scorer takes",
         "ray/autoscaler/_private/node_provider_availability_tracker.py", shape=takes("node_availabilities")),
     Internal(
-        "ray._private.state:state", ("ray_ban/capacity.py",),
+        "ray._private.state:state", ("ray_ban/orchestration/capacity.py",),
         "state.get_cluster_config(): the node groups (resources, max count) autoscaler v2 reports to the GCS, "
         "which size a sweep on a cluster whose nodes scale from zero (Ray Train's worker group reads it too)",
         "ray/_private/state.py (get_cluster_config) and ray/train/v2/_internal/execution/worker_group/worker_group.py "
         "(how Train reads the cluster's maximum resources)",
         shape=lambda state: takes()(state.get_cluster_config)),
     Internal(
-        "ray.tune.search:Searcher", ("ray_ban/release.py",),
+        "ray.tune.search:Searcher", ("ray_ban/orchestration/release.py",),
         "TeacherFirst, a Searcher (DeveloperAPI) that releases each chain's trial once its teacher is stored",
         "ray/tune/search/searcher.py and ray/tune/search/search_generator.py (how suggest's None and FINISHED are read)",
         seen_as=(".suggest", ".on_trial_complete", ".set_search_properties", ".save", ".restore"),
@@ -257,7 +257,7 @@ CONTRACT: list[Internal] = [
         "ray/autoscaler/_private/fake_multi_node/node_provider.py and ray/autoscaler/_private/providers.py",
         seen_as=("$RAY_FAKE_CLUSTER",), shape=is_class),
     Internal(
-        "ray.train:UserCallback.after_report", ("ray_ban/relay.py",),
+        "ray.train:UserCallback.after_report", ("ray_ban/orchestration/relay.py",),
         "ReportToTrial, a Train callback (DeveloperAPI) that Train's controller calls with each report",
         "ray/train/v2/api/callback.py and ray/train/v2/_internal/callbacks/user_callback.py (how it is called)",
         seen_as=(".after_report",), shape=takes("run_context", "metrics", "checkpoint")),

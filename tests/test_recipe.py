@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from ray_ban import spaces
-from ray_ban.recipe import Recipe
+from ray_ban.config import spaces
+from ray_ban.config.recipe import Recipe
 
 
 def space(**recipe) -> dict:

@@ -6,7 +6,7 @@ import time
 import pytest
 import ray
 
-from ray_ban.relay import ReportToTrial, mailbox, start_relay
+from ray_ban.orchestration.relay import ReportToTrial, mailbox, start_relay
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_a_trial_takes_its_own_reports_in_order_and_a_take_wakes_when_they_arriv
 
 
 def test_the_relay_survives_its_own_death_and_bounded_calls_never_hang(local_ray):
-    from ray_ban.relay import take
+    from ray_ban.orchestration.relay import take
 
     relay = start_relay()
     callback = ReportToTrial(relay, "trial_c/1")

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ray_ban import sweep
+from ray_ban.cli import sweep
 from sweep_helpers import ROOT, run_sweep
 
 CHAIN = {

@@ -10,8 +10,8 @@ from PIL import Image
 import pyarrow.parquet as pq
 
 from fabricated_run import fabricate_run
-from ray_ban.report import COMPARISONS_FIGURE, CURVES_FIGURE, ERROR_FIGURE, load, paper_points, write_report
-from ray_ban.results import write_results
+from ray_ban.results.report import COMPARISONS_FIGURE, CURVES_FIGURE, ERROR_FIGURE, load, paper_points, write_report
+from ray_ban.results.tables import write_results
 from sweep_helpers import ROOT
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from ray_ban import spaces
-from ray_ban.generations import prepare_data, run_chain
-from ray_ban.results import write_results
+from ray_ban.config import spaces
+from ray_ban.core.generations import prepare_data, run_chain
+from ray_ban.results.tables import write_results
 from ray_ban.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def test_a_tiny_chain_records_its_environment_in_summaries_and_results(tmp_path)
 
 
 def test_the_environment_is_read_without_importing_ray():
-    code = ("import sys, torch; from ray_ban.generations import environment; "
+    code = ("import sys, torch; from ray_ban.core.generations import environment; "
             "e = environment(torch.device('cpu'), 'fp32', 1); "
             "assert 'ray' not in sys.modules, 'imported ray'; print(e['ray_version'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -8,8 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from ray_ban import search as searching
-from ray_ban import spaces, sweep
+from ray_ban.config import search as searching
+from ray_ban.config import spaces
+from ray_ban.orchestration.tuning import tune_space
+from ray_ban.cli import sweep
 from sweep_helpers import run_sweep
 
 SPACE = {
@@ -78,7 +80,7 @@ def test_a_grid_over_label_weights_expands_to_the_expected_chains(tmp_path, caps
     search = searching.parse_search({"space": {"label_weight": "grid:0,0.5,1"}, "num_samples": 2}, str(space),
                                     plan.chains[0], plan.recipe)
     generator = BasicVariantGenerator(random_state=0)
-    generator.add_configurations({"search": {"run": lambda config: None, "config": searching.tune_space(search),
+    generator.add_configurations({"search": {"run": lambda config: None, "config": tune_space(search),
                                              "num_samples": search.num_samples}})
     trials = []
     while (trial := generator.next_trial()) is not None:

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from fabricated_run import SPACE, fabricate_run
-from ray_ban import cells, stats
-from ray_ban.results import teacher_student_lines, write_results
+from ray_ban.results import cells
+from ray_ban.results import stats
+from ray_ban.results.tables import teacher_student_lines, write_results
 from sweep_helpers import ROOT
 
 # Student's t has closed forms for 1 and 2 degrees of freedom: P(|T| < t) = 2 atan(t) / pi and t / sqrt(2 + t^2)
@@ -210,7 +211,7 @@ def test_results_parquet_records_the_command_the_space_file_and_the_versions(run
         assert versions["torch"].split("+")[0] == torch.__version__.split("+")[0]
         assert versions["ray"].startswith("2.60")
         assert versions["ray-ban"] == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    probe = ("import sys, ray_ban.results, ray_ban.report; print('ray' in sys.modules)")
+    probe = ("import sys, ray_ban.results.tables, ray_ban.results.report; print('ray' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0 and result.stdout.split() == ["False"], result.stderr  # versions without importing Ray
 

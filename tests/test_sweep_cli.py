@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_ban import spaces
-from ray_ban.sweep import main as cli_main
+from ray_ban.config import spaces
+from ray_ban.cli.sweep import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +151,8 @@ def test_existing_results_are_never_overwritten_without_consent(tmp_path):
 def test_a_chains_trial_and_controller_code_does_not_import_torch():
     # Every chain starts a Tune trial actor and a Train controller as fresh processes; importing torch
     # there cost each about 2.7 s of CPU per chain (benchmarks/import_costs.py). Only the workers' module may import it.
-    probe = ("import sys, ray_ban.chain, ray_ban.placement, ray_ban.store; "
-             "print('torch' in sys.modules); import ray_ban.chain_worker; print('torch' in sys.modules)")
+    probe = ("import sys, ray_ban.orchestration.chain, ray_ban.orchestration.placement, ray_ban.store; "
+             "print('torch' in sys.modules); import ray_ban.orchestration.chain_worker; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
@@ -191,8 +191,9 @@ INDEPENDENT = {"columns": {"Teacher": "teacher", "Ens*2": "ban/ens2", "IndEns*2"
 
 
 def test_independent_models_are_generation_0_roots_trained_once_each(tmp_path):
-    from ray_ban import sweep as cli
-    from ray_ban.tensorboard_runs import plan_runs
+    from ray_ban.cli import sweep as cli
+    from ray_ban.orchestration.sweep import trial_config
+    from ray_ban.results.tensorboard_runs import plan_runs
 
     space = write_space(tmp_path / "space.yaml", seeds=2, **INDEPENDENT)
     code, out, err = sweep(space, "--dry-run")
@@ -208,7 +209,7 @@ def test_independent_models_are_generation_0_roots_trained_once_each(tmp_path):
     runs = plan_runs(plan)
     assert runs[independent[0].key]["run"] == "r1/ban-s0/independent0" and runs[independent[0].key]["hparams"]["role"] == "independent"
     for training in plan.roots():  # what the generation-0 phase builds for each root: a trial with its own board run
-        config = cli.trial_config(plan, f"gen0.{training.key}", [training], [], str(tmp_path), args, "test_error", runs)
+        config = trial_config(plan, f"gen0.{training.key}", [training], [], str(tmp_path), args, "test_error", runs)
         assert config["board"]["runs"][training.key] == runs[training.key] and config["teachers"] == []
 
 
@@ -231,8 +232,8 @@ def test_an_independent_ensemble_cell_needs_that_many_models(tmp_path):
 
 
 def test_a_sweeps_identity_is_its_content_never_its_path(tmp_path):
-    from ray_ban import spaces
-    from ray_ban.sweep import sweep_identity
+    from ray_ban.config import spaces
+    from ray_ban.results.run_folder import sweep_identity
 
     original = spaces.load("table1", "smoke")
     copy = tmp_path / "upload-folder" / "table1.yaml"  # as ray job submit's per-upload working dir
@@ -245,9 +246,10 @@ def test_a_sweeps_identity_is_its_content_never_its_path(tmp_path):
 
 
 def test_a_storage_uri_is_never_told_to_overwrite(tmp_path):
-    from ray_ban import spaces
+    from ray_ban.config import spaces
     from ray_ban.store import RunStore
-    from ray_ban.sweep import UsageError, prepare_run_dir
+    from ray_ban.errors import UsageError
+    from ray_ban.results.run_folder import prepare_run_dir
 
     store = RunStore(f"file://{tmp_path}/bucket/table1")  # a URI: the hint must not delete a bucket's sweep
     store.remote = True

@@ -52,7 +52,7 @@ def test_ensembles_are_computed_from_stored_fp16_predictions(finished_sweep):
     assert len(members) == 2
     import torch
 
-    from ray_ban import metrics
+    from ray_ban.core import metrics
     from ray_ban.store import RunStore
 
     store = RunStore(run)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ray_ban import metrics
+from ray_ban.core import metrics
 from ray_ban.store import RunStore
 from sweep_helpers import ROOT, run_sweep
 

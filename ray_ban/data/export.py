@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..store import atomic_write_with, join, split_location
-from .sources import CIFAR_FOLDERS, cifar_lock, default_root
-from .splits import DataError
+from ray_ban.store import atomic_write_with, join, split_location
+from ray_ban.data.sources import CIFAR_FOLDERS, cifar_lock, default_root
+from ray_ban.data.splits import DataError
 
 CONFIGS = {"cifar10": "plain_text", "cifar100": "cifar100"}  # the Hub's config folders (uoft-cs/cifar10, uoft-cs/cifar100)
 BATCHES = {

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..store import is_uri, join, split_location
-from .splits import DataError
+from ray_ban.store import is_uri, join, split_location
+from ray_ban.data.splits import DataError
 
 SPLITS = ("train", "test")
 PREFERRED_LABELS = ("label", "fine_label")

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import parquet
-from .cache import cached_arrays, content_key, node_lock
-from .splits import DataError, ImageSplits
-from .text import SYNTHETIC_TEXT_SIZES, TextSplits, generated_corpus, load_ptb, missing_ptb, ptb_error, ptb_vocab
+from ray_ban.data import parquet
+from ray_ban.data.cache import cached_arrays, content_key, node_lock
+from ray_ban.data.splits import DataError, ImageSplits
+from ray_ban.data.text import SYNTHETIC_TEXT_SIZES, TextSplits, generated_corpus, load_ptb, missing_ptb, ptb_error, ptb_vocab
 
 SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 2000)}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}

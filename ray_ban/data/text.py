@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .splits import DataError
+from ray_ban.data.splits import DataError
 
 PTB_FILES = ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")
 EOS, UNK = "<eos>", "<unk>"

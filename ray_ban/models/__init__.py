@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ban_students, densenet, language, preresnet, wide_resnet  # noqa: F401  (imports register the families)
-from .registry import examples, lookup, patterns
+from ray_ban.models import ban_students, densenet, language, preresnet, wide_resnet  # noqa: F401  (imports register the families)
+from ray_ban.models.registry import examples, lookup, patterns
 
 __all__ = [
     "available", "build", "check_pair", "examples", "inherit_from_teacher", "is_language_model", "parameter_count",

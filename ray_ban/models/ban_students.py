@@ -14,11 +14,11 @@ import re
 import torch
 from torch import nn
 
-from .common import conv3x3, head, he_init
-from .densenet import DenseNet, DenseSpec, paper_spec, transition
-from .preresnet import Bottleneck
-from .registry import register, whole
-from .wide_resnet import BasicBlock
+from ray_ban.models.common import conv3x3, head, he_init
+from ray_ban.models.densenet import DenseNet, DenseSpec, paper_spec, transition
+from ray_ban.models.preresnet import Bottleneck
+from ray_ban.models.registry import register, whole
+from ray_ban.models.wide_resnet import BasicBlock
 
 TEACHER = "densenet-90-60"
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from .common import conv1x1, conv3x3, head, he_init
-from .registry import register, whole
+from ray_ban.models.common import conv1x1, conv3x3, head, he_init
+from ray_ban.models.registry import register, whole
 
 # Layers per dense block for the BAN paper's DenseNets, whose depths do not follow L = 6n + 4.
 # Chosen as the (near-)even split whose parameter count reproduces Table 1 (CIFAR-10), extra

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .registry import register, whole
+from ray_ban.models.registry import register, whole
 
 Hidden = tuple[torch.Tensor, torch.Tensor]
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import conv1x1, conv3x3, head, he_init, stage
-from .registry import register, whole
+from ray_ban.models.common import conv1x1, conv3x3, head, he_init, stage
+from ray_ban.models.registry import register, whole
 
 
 class BasicBlock(nn.Module):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from . import stats
-from .spaces import CELL_METRICS, Chain, SweepPlan
+from ray_ban.results import stats
+from ray_ban.config.spaces import CELL_METRICS, Chain, SweepPlan
 
 # what a comparison asks, in the order the report lists them
 STUDENT_VS_TEACHER = "student vs teacher"

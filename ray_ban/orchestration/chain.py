@@ -19,8 +19,8 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-from .relay import ReportToTrial, mailbox, take
-from .store import RunStore
+from ray_ban.orchestration.relay import ReportToTrial, mailbox, take
+from ray_ban.store import RunStore
 
 
 class ChainFailed(RuntimeError):
@@ -29,7 +29,7 @@ class ChainFailed(RuntimeError):
 
 def chain_worker(config: dict) -> None:
     """The Train workers' entry point; the training code, and torch with it, is imported on the workers only."""
-    from .chain_worker import train_chain
+    from ray_ban.orchestration.chain_worker import train_chain
 
     train_chain(config)
 
@@ -142,8 +142,8 @@ def final_metrics(summary: dict, generation: int, key: str, metric: str) -> dict
 def search_trial(hparams: dict, plan, chain, base: dict) -> dict:
     """The Tune trainable of one search trial: the template chain rebuilt with the sampled values,
     then trained exactly like a sweep's chain (one Train run, per-epoch reports for the scheduler)."""
-    from .search import apply_hparams
-    from .tensorboard_runs import search_runs
+    from ray_ban.config.search import apply_hparams
+    from ray_ban.results.tensorboard_runs import search_runs
 
     trial = tune.get_context().get_trial_name()
     searched, recipe = apply_hparams(plan, chain, hparams)

@@ -20,11 +20,11 @@ from typing import Optional, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import metrics
-from .cells import STUDENT_VS_TEACHER, Cells, describe
-from .recipe import Recipe
-from .spaces import Chain, SweepPlan, Training
-from .store import RunStore
+from ray_ban.core import metrics
+from ray_ban.results.cells import STUDENT_VS_TEACHER, Cells, describe
+from ray_ban.config.recipe import Recipe
+from ray_ban.config.spaces import Chain, SweepPlan, Training
+from ray_ban.store import RunStore
 
 SCHEMA = pa.schema([
     ("sweep", pa.string()), ("row", pa.string()), ("chain", pa.string()), ("role", pa.string()),
@@ -87,8 +87,8 @@ def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
 
 def _search_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
     """A search's rows: the shared teacher, then every trial's generations and ensembles with its values."""
-    from .search import chain_to_search
-    from .search_phase import read_outcome
+    from ray_ban.config.search import chain_to_search
+    from ray_ban.results.search_file import read_outcome
 
     template = chain_to_search(plan)
     rows = [_model_row(plan, store, template, template.root, [template.row])]

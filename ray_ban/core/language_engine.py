@@ -1,7 +1,7 @@
 """One language-model generation in pure PyTorch: ``engine.Generation``'s interface over token streams.
 
 Truncated BPTT over contiguous columns with the hidden state carried across chunks (and detached),
-a frozen teacher that carries its own state, the losses of ``ray_ban.losses`` applied per token,
+a frozen teacher that carries its own state, the losses of ``ray_ban.core.losses`` applied per token,
 gradient-norm clipping, and the paper's PTB schedule: the lr is multiplied by ``plateau_factor``
 whenever validation perplexity stops improving. The chain can drive either engine unchanged.
 Precision follows ``recipe.precision`` as in ``engine.Generation``: the teacher always in fp32.
@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data.text import BPTTLoader, TextSplits
-from .engine import EpochReport, NonFiniteLoss, check_distillation, world
-from .losses import get_loss
-from .metrics import TokenMetrics
-from .precision import resolve as resolve_precision
-from .recipe import Recipe, lr_factor
+from ray_ban.data.text import BPTTLoader, TextSplits
+from ray_ban.core.engine import EpochReport, NonFiniteLoss, check_distillation, world
+from ray_ban.core.losses import get_loss
+from ray_ban.core.metrics import TokenMetrics
+from ray_ban.core.precision import resolve as resolve_precision
+from ray_ban.config.recipe import Recipe, lr_factor
 
 # Validation and test run over this many contiguous columns, each with the state carried over the
 # whole column (PyTorch word_language_model's eval batch size). Every rank evaluates the whole

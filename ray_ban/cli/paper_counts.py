@@ -12,9 +12,9 @@ from typing import Optional
 
 import torch
 
-from . import models
-from .data import num_classes_of
-from .spaces import SweepPlan, Training
+from ray_ban import models
+from ray_ban.data import num_classes_of
+from ray_ban.config.spaces import SweepPlan, Training
 
 _SCALE = {"": 1e6, "K": 1e3, "M": 1e6, "B": 1e9}  # a bare number is in millions, as the paper prints counts
 

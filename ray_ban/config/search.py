@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from .losses import check_loss_params
-from .recipe import Recipe
-from .spaces import Chain, SpaceError, SweepPlan, _ensembles, _training
+from ray_ban.config.loss_names import check_loss_params
+from ray_ban.config.recipe import Recipe
+from ray_ban.config.spaces import Chain, SpaceError, SweepPlan, _ensembles, _training
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "randint")
 SEARCH_ALGS = ("random", "grid", "optuna")
@@ -184,52 +184,6 @@ def apply_hparams(plan: SweepPlan, chain: Chain, hparams: dict) -> tuple[Chain, 
     ensembles = chain.ensembles if "generations" not in hparams else _ensembles(None, "", None, generations)
     ensembles = {name: members for name, members in ensembles.items() if max(members) <= generations}
     return replace(chain, generations=tuple(distilled), ensembles=ensembles), recipe
-
-
-def tune_space(search: Search) -> dict:
-    """The Ray Tune param_space of the searched values."""
-    from ray import tune
-
-    space = {}
-    for name, spec in search.space.items():
-        kind, values = parse_spec(name, spec)
-        if kind == "grid":
-            space[name] = tune.grid_search(values)
-        elif kind == "choice":
-            space[name] = tune.choice(values)
-        elif kind == "uniform":
-            space[name] = tune.uniform(*values)
-        elif kind == "loguniform":
-            space[name] = tune.loguniform(*values)
-        else:
-            space[name] = tune.randint(values[0], values[1] + 1)  # Tune's upper bound is exclusive
-    return space
-
-
-def searcher(search: Search, max_concurrent: int):
-    """Tune's search algorithm: random/grid sampling, or Optuna's TPE (needs the 'search' extra).
-
-    The concurrency limit goes to the searcher itself: Tune ignores ``TuneConfig.max_concurrent_trials``
-    for a BasicVariantGenerator passed in, and would start every trial at once."""
-    if search.search_alg != "optuna":
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        return BasicVariantGenerator(random_state=search.seed, max_concurrent=max_concurrent)
-    from ray.tune.search.optuna import OptunaSearch
-
-    return OptunaSearch(seed=search.seed)
-
-
-def scheduler(search: Search, max_iterations: int):
-    """FIFO, or ASHA over per-epoch reports: its time axis spans every generation of a chain."""
-    if search.scheduler == "fifo":
-        from ray.tune.schedulers import FIFOScheduler
-
-        return FIFOScheduler()
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(time_attr="training_iteration", max_t=max_iterations, grace_period=search.grace_period,
-                         reduction_factor=search.reduction_factor)
 
 
 def max_iterations(search: Search, chain: Chain, recipe: Recipe) -> int:

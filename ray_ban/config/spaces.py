@@ -21,8 +21,8 @@ from typing import Any, Optional
 
 import yaml
 
-from .losses import LOSSES, check_loss_params
-from .recipe import Recipe
+from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
+from ray_ban.config.recipe import Recipe
 
 # the shipped tables are package data (also reached as ./search_spaces in a checkout): an installed
 # wheel lists and loads them from any folder
@@ -340,7 +340,7 @@ def _seeds(where, at: str, value: Any) -> list[int]:
 
 
 def _search_section(where, file_search: Any, preset_search: Any, preset: str) -> dict:
-    """The raw ``search:`` mapping with the preset's laid over it (``ray_ban.search`` validates it)."""
+    """The raw ``search:`` mapping with the preset's laid over it (``ray_ban.config.search`` validates it)."""
     base = where.mapping(file_search, "search")
     over = where.mapping(preset_search, f"presets.{preset}.search")
     merged = {**base, **over}
@@ -381,9 +381,9 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         student = where.string(architectures.get(student, student), f"{cat}.student")
         kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **where.mapping(spec.get("model_kwargs", {}), f"{cat}.model_kwargs")}
         loss = spec.get("loss", "label" if baseline else "ban")
-        if loss not in LOSSES:
-            close = difflib.get_close_matches(str(loss), list(LOSSES), n=1)
-            where.fail(f"{cat}.loss", f"unknown loss '{loss}'" + (f" (did you mean {close[0]}?)" if close else ""), f"use one of {', '.join(LOSSES)}")
+        if loss not in LOSS_NAMES:
+            close = difflib.get_close_matches(str(loss), list(LOSS_NAMES), n=1)
+            where.fail(f"{cat}.loss", f"unknown loss '{loss}'" + (f" (did you mean {close[0]}?)" if close else ""), f"use one of {', '.join(LOSS_NAMES)}")
         loss_params = where.mapping(spec.get("loss_params", {}), f"{cat}.loss_params")
         try:
             check_loss_params(loss, loss_params)

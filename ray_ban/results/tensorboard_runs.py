@@ -22,7 +22,7 @@ from pyarrow.fs import FileType
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from .store import is_uri, join, split_location, sync_folder
+from ray_ban.store import is_uri, join, split_location, sync_folder
 
 # EpochReport field -> scalar tag
 SCALAR_TAGS = {

@@ -21,7 +21,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"  {name:7} {what}")
         return 0 if argv else 2
     if argv[0] == "--version":
-        from . import __version__
+        from ray_ban import __version__
 
         print(f"ray-ban {__version__}")
         return 0

@@ -5,7 +5,7 @@ trains it epoch by epoch, so a caller (the Ray chain, a test, a benchmark) can c
 epochs with ``state_dict()`` and resume with ``load_state_dict()``. No Ray here: data parallelism
 is plain ``torch.distributed`` (DDP) when a process group is initialised, with BatchNorm over the
 global batch (``recipe.sync_batchnorm``), so W workers train what one process trains on their
-combined batches. Precision follows ``recipe.precision`` (``ray_ban.precision``): the student under
+combined batches. Precision follows ``recipe.precision`` (``ray_ban.core.precision``): the student under
 autocast or not, the frozen teacher always in fp32.
 """
 
@@ -19,11 +19,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import metrics, sync_batchnorm
-from .data import DeviceLoader, ImageSplits
-from .losses import NEEDS_TEACHER, check_loss_params, get_loss
-from .precision import resolve as resolve_precision
-from .recipe import Recipe, lr_factor
+from ray_ban.core import metrics
+from ray_ban.core import sync_batchnorm
+from ray_ban.data import DeviceLoader, ImageSplits
+from ray_ban.core.losses import NEEDS_TEACHER, check_loss_params, get_loss
+from ray_ban.core.precision import resolve as resolve_precision
+from ray_ban.config.recipe import Recipe, lr_factor
 
 
 class NonFiniteLoss(RuntimeError):

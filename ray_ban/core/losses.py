@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from ray_ban.config.loss_names import LOSS_NAMES, LOSS_PARAMS, NEEDS_TEACHER, check_loss_params  # noqa: F401 (re-exported)
+
 Loss = Callable[..., torch.Tensor]
 
 
@@ -106,17 +108,7 @@ LOSSES: dict[str, Loss] = {
     "kd": kd_loss,
 }
 
-# The keyword parameters each loss accepts; search spaces are validated against these.
-LOSS_PARAMS: dict[str, frozenset[str]] = {
-    "label": frozenset(),
-    "ban": frozenset(),
-    "ban+l": frozenset({"label_weight"}),
-    "cwtm": frozenset(),
-    "dkpp": frozenset(),
-    "kd": frozenset({"alpha", "temperature"}),
-}
-
-NEEDS_TEACHER = frozenset(name for name in LOSSES if name != "label")
+assert tuple(LOSSES) == LOSS_NAMES, "ray_ban.config.loss_names and the loss functions name the same losses"
 
 
 def get_loss(name: str) -> Loss:
@@ -125,12 +117,3 @@ def get_loss(name: str) -> Loss:
         return LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss '{name}': use one of {', '.join(LOSSES)}") from None
-
-
-def check_loss_params(name: str, params: dict) -> None:
-    """Reject parameters the named loss does not take, so typos fail before training."""
-    get_loss(name)
-    unknown = set(params) - LOSS_PARAMS[name]
-    if unknown:
-        allowed = ", ".join(sorted(LOSS_PARAMS[name])) or "none"
-        raise ValueError(f"loss '{name}' takes no parameter {', '.join(sorted(unknown))} (allowed: {allowed})")

@@ -15,11 +15,12 @@ from typing import Optional, TextIO
 
 import yaml
 
-from . import search as searching
-from .spaces import SweepPlan, read_yaml
-from .store import RunStore
+from ray_ban.config import search as searching
+from ray_ban.orchestration import tuning
+from ray_ban.config.spaces import SweepPlan, read_yaml
+from ray_ban.results.search_file import SEARCH_FILE, read_outcome
+from ray_ban.store import RunStore
 
-SEARCH_FILE = "search.json"
 BEST_FILE = "best.yaml"
 
 
@@ -33,8 +34,8 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
     import ray
     from ray import tune
 
-    from .chain import search_trial, trainable
-    from .placement import ReleaseStoppedChains
+    from ray_ban.orchestration.chain import search_trial, trainable
+    from ray_ban.orchestration.placement import ReleaseStoppedChains
 
     search = searching.Search(**plan.search)
     chain = searching.chain_to_search(plan)
@@ -43,11 +44,11 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
     function = tune.with_parameters(search_trial, plan=plan, chain=chain, base=base)
     tuner = tune.Tuner(
         trainable(ray.cluster_resources(), function),
-        param_space=searching.tune_space(search),
+        param_space=tuning.tune_space(search),
         tune_config=tune.TuneConfig(
             metric=search.metric, mode="min", num_samples=search.num_samples,
-            search_alg=searching.searcher(search, max_concurrent),
-            scheduler=searching.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
+            search_alg=tuning.searcher(search, max_concurrent),
+            scheduler=tuning.scheduler(search, searching.max_iterations(search, chain, plan.recipe_for(chain))),
             max_concurrent_trials=max_concurrent, trial_name_creator=trial_name, trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(name="search", storage_path=store.path("ray"), storage_filesystem=store.fs,
@@ -117,11 +118,6 @@ def write_best(plan: SweepPlan, store: RunStore, stream: TextIO) -> Optional[str
     store.write_bytes(BEST_FILE, (header + yaml.safe_dump(space, sort_keys=False)).encode())
     print(f"ray-ban: search: best configuration written to {path}", file=stream)
     return path
-
-
-def read_outcome(store: RunStore) -> Optional[dict]:
-    """search.json of a run folder, or None for a sweep without a search."""
-    return store.read_json(SEARCH_FILE) if store.exists(SEARCH_FILE) else None
 
 
 def _short(value) -> str:

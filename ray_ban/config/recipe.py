@@ -24,7 +24,7 @@ class Recipe:
     student under autocast; fp16 with a gradient scaler), ``tf32`` (fp32 with TF32 tensor-core math on
     CUDA; plain fp32 on CPU) or ``fp32`` (IEEE fp32 throughout, TF32 off: what the paper trained with).
     Under every setting the frozen teacher runs outside autocast, so its logits, the soft targets
-    and the losses are fp32 (``ray_ban.precision``). ``crop_padding_mode``: ``reflect`` (Wide-ResNet's
+    and the losses are fp32 (``ray_ban.core.precision``). ``crop_padding_mode``: ``reflect`` (Wide-ResNet's
     augmentation, which the paper follows) or ``zeros``. ``sync_batchnorm``: with more than one
     data-parallel worker, BatchNorm statistics are those of the global batch (true) or of each
     worker's shard (false); one worker has nothing to synchronise.

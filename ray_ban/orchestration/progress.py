@@ -7,7 +7,7 @@ from typing import TextIO
 
 from ray.tune import Callback
 
-from .spaces import SweepPlan
+from ray_ban.config.spaces import SweepPlan
 
 
 class ChainProgress(Callback):

@@ -1,7 +1,7 @@
 """Run the generations of one chain in order, in plain PyTorch, with hooks for reporting.
 
 This is the per-worker logic of a chain, kept free of Ray so it runs alone in tests and
-benchmarks: ``ray_ban.chain`` plugs Ray Train's report/checkpoint calls into the hooks.
+benchmarks: ``ray_ban.orchestration.chain`` plugs Ray Train's report/checkpoint calls into the hooks.
 """
 
 from __future__ import annotations
@@ -13,22 +13,30 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 import torch.distributed as dist
 
-from . import models
-from .data import ImageSplits, TextSplits, is_text, load_dataset, synthetic
-from .data.sources import SYNTHETIC_SIZES
-from .engine import EpochReport, Generation, NonFiniteLoss, world
-from .language_engine import LanguageGeneration
-from .recipe import Recipe
-from .spaces import Training
-from .store import RunStore
+from ray_ban import models
+from ray_ban.data import ImageSplits, TextSplits, is_text, load_dataset, synthetic
+from ray_ban.data.sources import SYNTHETIC_SIZES
+from ray_ban.core.engine import EpochReport, Generation, NonFiniteLoss, world
+from ray_ban.core.language_engine import LanguageGeneration
+from ray_ban.config.recipe import Recipe
+from ray_ban.config.spaces import Training
+from ray_ban.store import RunStore
 
 FAULT_ENV = "RAY_BAN_FAULT"  # "GENERATION:EPOCH[:RANK]": that rank SIGKILLs itself once after that epoch
 AUDIT_ENV = "RAY_BAN_AUDIT_DIR"  # a folder: every rank records its shard per epoch and final weight digests
+
+
+class GenerationLogger(Protocol):
+    """What rank 0 tells about one generation as it trains (a TensorBoard run, for instance)."""
+
+    def epoch(self, report: dict) -> None: ...
+
+    def finish(self, summary: Optional[dict], failed: bool = False) -> None: ...
 
 
 @dataclass
@@ -87,15 +95,15 @@ def run_chain(
     resume: Optional[Resume] = None,
     on_epoch: Callable[[Training, EpochReport, Callable[[], dict], list], None] = lambda *a: None,
     compile: bool = False,
-    board: Optional[dict] = None,
+    board_log: Callable[[Training, int], Optional["GenerationLogger"]] = lambda training, start_epoch: None,
 ) -> Optional[str]:
     """Train every unfinished training in order; each distilled one learns from its predecessor.
 
     ``teachers`` maps a teacher key to its Training (for teachers trained elsewhere in the sweep).
     ``on_epoch(training, report, state_fn, history)`` runs on every rank after every epoch (the Ray
-    layer reports and checkpoints there). ``board`` ({"root": folder, "runs": key -> {"run", "hparams"}})
-    makes rank 0 write each generation's TensorBoard run. Returns None, or the failure message of a
-    non-finite loss.
+    layer reports and checkpoints there). ``board_log(training, start_epoch)`` gives rank 0 a logger of each
+    generation (the Ray layer's writes its TensorBoard run), or None. Returns None, or the failure message
+    of a non-finite loss.
     """
     rank, world_size = world()
     known = {**teachers, **{t.key: t for t in trainings}}
@@ -121,7 +129,7 @@ def run_chain(
             generation.load_state_dict(resume.engine_state)
             history = list(resume.history)
             resumed_from = generation.epoch
-        log = _board_log(board, training, generation.epoch) if rank == 0 else None
+        log = board_log(training, generation.epoch) if rank == 0 else None
         try:
             for report in generation.run():
                 history.append({**report.to_dict(), **({"resumed_from": resumed_from} if resumed_from else {})})
@@ -150,16 +158,6 @@ def run_chain(
             dist.barrier()  # every rank sees the stored model before the next generation
         teacher_model = generation.student
     return None
-
-
-def _board_log(board: Optional[dict], training: Training, start_epoch: int):
-    """The TensorBoard writer of one generation, or None without a board config."""
-    if not board or training.key not in board["runs"]:
-        return None
-    from .tensorboard_runs import GenerationLog
-
-    run = board["runs"][training.key]
-    return GenerationLog(board["root"], run["run"], run["hparams"], start_epoch)
 
 
 def summarize(training: Training, generation, history: list[dict]) -> dict:

@@ -12,7 +12,7 @@ import socket
 import tempfile
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import ray
 import ray.train
@@ -21,11 +21,11 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from .generations import Resume, audit, prepare_data, run_chain
-from .placement import GROUP_KEY, current_group_id
-from .recipe import Recipe
-from .spaces import Training
-from .store import RunStore
+from ray_ban.core.generations import Resume, audit, prepare_data, run_chain
+from ray_ban.orchestration.placement import GROUP_KEY, current_group_id
+from ray_ban.config.recipe import Recipe
+from ray_ban.config.spaces import Training
+from ray_ban.store import RunStore
 
 CHECKPOINT_FILE = "chain_state.pt"
 GROUP_TIMEOUT = timedelta(minutes=30)  # as Ray's TorchConfig: a slow rank (data download) is not a failure
@@ -109,4 +109,18 @@ def train_chain(config: dict) -> None:
     with process_group(device):
         # a failure is left in the store; the trial raises it without retrying a deterministic NaN
         run_chain(trainings, teachers, recipe, data, store, device=device, resume=resume, on_epoch=report,
-                  compile=config.get("compile", False), board=config.get("board"))
+                  compile=config.get("compile", False), board_log=board_logs(config.get("board")))
+
+
+def board_logs(board: Optional[dict]):
+    """``run_chain``'s board_log: each generation's TensorBoard run, from the trial's board config
+    ({"root": folder, "runs": key -> {"run", "hparams"}}); None for a training it does not name."""
+    from ray_ban.results.tensorboard_runs import GenerationLog
+
+    def log(training: Training, start_epoch: int) -> Optional[GenerationLog]:
+        if not board or training.key not in board["runs"]:
+            return None
+        run = board["runs"][training.key]
+        return GenerationLog(board["root"], run["run"], run["hparams"], start_epoch)
+
+    return log

@@ -1,0 +1,1 @@
+"""The command line: argparse -> options -> the same functions the Python API calls."""

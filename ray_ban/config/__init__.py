@@ -1,0 +1,1 @@
+"""Search spaces, recipes and search specs as plain data: no torch, no Ray."""
