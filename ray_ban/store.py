@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tempfile
 import urllib.parse
 import uuid
@@ -90,10 +89,6 @@ def atomic_write_with(path: Path, writer: Callable[[Path], None]) -> None:
         temp.unlink(missing_ok=True)
 
 
-def atomic_write_json(path: Path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=1, sort_keys=True, default=str) + "\n").encode())
-
-
 class RunStore:
     """Reads and writes the files of one sweep's run folder (local path or storage URI)."""
 
@@ -157,13 +152,6 @@ class RunStore:
         """Delete the whole run folder (``--overwrite``)."""
         if self.fs.get_file_info(self.base).type != pafs.FileType.NotFound:
             self.fs.delete_dir(self.base)
-
-    def upload_folder(self, local_dir: str | Path, relative: str) -> None:
-        """Copy a local folder (TensorBoard runs staged on a worker) to ``relative``."""
-        if not self.remote:
-            shutil.copytree(local_dir, self.path(relative), dirs_exist_ok=True)
-            return
-        sync_folder(local_dir, self.uri(relative))
 
     def download_folder(self, relative: str, local_dir: str | Path) -> None:
         pafs.copy_files(self.path(relative), str(local_dir), source_filesystem=self.fs,

@@ -47,3 +47,28 @@ def finished_sweep(tmp_path_factory):
     result = run_sweep(space, folder / "runs")
     assert result.returncode == 0, result.stdout + result.stderr
     return folder, space, result, time.time() - started
+
+
+RAY_CALLS = ("run_sweep(", "ray.init(", "ray_ban.run(", "Popen(command", "autoscaling_cluster(", "Cluster(")
+
+
+def _starts_ray(function) -> bool:
+    import inspect
+
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return any(call in source for call in RAY_CALLS)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that starts Ray (a sweep, a cluster, a Ray session), itself or through a fixture, as
+    ``ray``: ``-m "not ray"`` is the fast tier; the README's test command runs both tiers."""
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        info = getattr(item, "_fixtureinfo", None)
+        for definitions in (info.name2fixturedefs.values() if info else ()):
+            functions += [definition.func for definition in definitions]
+        if any(_starts_ray(f) for f in functions if f is not None):
+            item.add_marker(pytest.mark.ray)

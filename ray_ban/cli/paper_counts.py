@@ -14,6 +14,7 @@ import torch
 
 from ray_ban import models
 from ray_ban.data import num_classes_of
+from ray_ban.config.cell_refs import parse_cell
 from ray_ban.config.spaces import SweepPlan, Training
 
 _SCALE = {"": 1e6, "K": 1e3, "M": 1e6, "B": 1e9}  # a bare number is in millions, as the paper prints counts
@@ -26,22 +27,20 @@ def paper_number(value: object) -> Optional[float]:
 
 
 def _is_params(ref: str) -> bool:
-    cell, _, metric = ref.partition("@")
-    return cell == "params" or cell.endswith("/params") or metric == "params"
+    return parse_cell(ref).is_count
 
 
 def counted_training(plan: SweepPlan, row: str, ref: str) -> Optional[Training]:
     """The model whose parameters a ``params`` cell of ``row`` reports (its first seed's), or None."""
-    cell = ref.partition("@")[0]
+    cell = parse_cell(ref)
     chains = [c for c in plan.chains if c.row == row and c.seed == plan.seeds[0]]
-    if cell in ("params", "teacher"):
+    if cell.chain is None:
         return next((c.root for c in chains if c.root.role == "teacher"), None)
-    name, _, part = cell.partition("/")
-    for chain in (c for c in chains if c.name == name):
-        if part == "params":
+    for chain in (c for c in chains if c.name == cell.chain):
+        if cell.part == "params":
             return chain.trainings[-1]
-        if part.isdigit():
-            return next((t for t in chain.trainings if t.generation == int(part)), None)
+        if cell.generation is not None:
+            return next((t for t in chain.trainings if t.generation == cell.generation), None)
     return None  # an ensemble's cell: the sum of its members, not one model
 
 

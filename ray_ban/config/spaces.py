@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import yaml
 
+from ray_ban.config.cell_refs import CELL_METRICS, parse_cell  # noqa: F401 (CELL_METRICS re-exported)
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
 
@@ -32,8 +33,6 @@ TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "row
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
                "validation_size", "train_subset", "test_subset", "rows", "resources", "search"}
 ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs", "recipe"}
-CELL_METRICS = {"params": "parameters", "error": "final_test_error", "best_error": "best_test_error",
-                "val_error": "val_error", "perplexity": "test_perplexity", "val_perplexity": "val_perplexity"}
 CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs", "independent"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -465,12 +464,12 @@ def _check_cell(where, at: str, cell: Any, chains: list[Chain]) -> None:
     """A column's cell reference must name something the rows produce."""
     if not isinstance(cell, str):
         where.fail(at, f"must be a cell reference string, got {cell!r}", "use teacher, params, CHAIN/GENERATION, CHAIN/ensN or CHAIN/indN")
-    cell, _, metric = cell.partition("@")
-    if metric and metric not in CELL_METRICS:
-        where.fail(at, f"unknown cell metric '@{metric}'", f"use one of {', '.join('@' + m for m in CELL_METRICS)}")
-    if cell in ("teacher", "params"):
+    ref = parse_cell(cell)
+    cell, chain_name, part = cell.partition("@")[0], ref.chain, ref.part
+    if ref.metric and ref.metric not in CELL_METRICS:
+        where.fail(at, f"unknown cell metric '@{ref.metric}'", f"use one of {', '.join('@' + m for m in CELL_METRICS)}")
+    if chain_name is None:
         return
-    chain_name, _, part = cell.partition("/")
     names = {c.name for c in chains}
     if chain_name not in names:
         where.fail(at, f"refers to chain '{chain_name}', which no row defines", f"use one of {', '.join(sorted(names))}")

@@ -75,7 +75,50 @@ def check_distillation(student: nn.Module, teacher: Optional[nn.Module], loss: s
         raise ValueError("the teacher and the student are the same object: the distillation term would be zero")
 
 
-class Generation:
+class GenerationBase:
+    """What both engines share: the loss, the precision, the student (DDP-wrapped over a process group,
+    compiled on request), the frozen teacher, SGD over the trainable parameters, and the epoch loop."""
+
+    def _setup(self, student: nn.Module, teacher: Optional[nn.Module], recipe: Recipe, loss: str,
+               loss_params: Optional[dict], device: torch.device | str, seed: int, compile: bool,
+               memory_format: torch.memory_format = torch.contiguous_format, sync_bn: bool = False) -> None:
+        check_distillation(student, teacher, loss, loss_params)
+        self.device = torch.device(device)
+        self.rank, self.world_size = world()
+        self.recipe, self.loss_name, self.seed = recipe, loss, seed
+        self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
+        self.precision = resolve_precision(recipe.precision, self.device)
+        self.scaler = self.precision.grad_scaler()
+        self.student = student.to(self.device, memory_format=memory_format)
+        self.teacher = teacher.to(self.device, memory_format=memory_format).eval().requires_grad_(False) if teacher else None
+        if self.world_size > 1 and sync_bn:
+            self.student = sync_batchnorm.convert(self.student, self.device)
+        self.train_model: nn.Module = self.student
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
+        if compile:
+            self.train_model = torch.compile(self.train_model)
+
+    def _optimizer(self) -> torch.optim.SGD:
+        """The recipe's SGD over the student's trainable parameters (a Table 5 student's frozen stem and fc stay out)."""
+        recipe = self.recipe
+        trainable = [p for p in self.student.parameters() if p.requires_grad]
+        return torch.optim.SGD(
+            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay, **({"fused": True} if self.device.type == "cuda" else {"foreach": True}),
+        )
+
+    def train_epoch(self) -> "EpochReport":
+        """One pass over this rank's shard, then evaluation, under the recipe's matmul precision."""
+        with self.precision.math():
+            return self._train_epoch()
+
+    def _train_epoch(self) -> "EpochReport":
+        raise NotImplementedError
+
+
+class Generation(GenerationBase):
     """Trains one student for one generation, optionally distilled from a frozen ``teacher``."""
 
     def __init__(
@@ -92,32 +135,15 @@ class Generation:
         compile: bool = False,
         channels_last: bool = True,
     ):
-        check_distillation(student, teacher, loss, loss_params)
         if recipe.schedule == "plateau":
             raise ValueError("schedule 'plateau' is for language models (LanguageGeneration); use multistep, onecycle, cosine or constant")
-        self.device = torch.device(device)
-        self.rank, self.world_size = world()
-        self.recipe, self.loss_name, self.seed = recipe, loss, seed
-        self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
-        cuda = self.device.type == "cuda"
-        self.precision = resolve_precision(recipe.precision, self.device)
-        self.scaler = self.precision.grad_scaler()
         # channels_last on CPU too: 1.28x (label) to 1.36x (BAN) faster for wrn-10-1 here
         # (benchmarks/cpu_channels_last.py); contiguous_format stays available for odd models.
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if cuda:
+        if torch.device(device).type == "cuda":
             torch.backends.cudnn.benchmark = True
-
-        self.student = student.to(self.device, memory_format=memory_format)
-        self.teacher = teacher.to(self.device, memory_format=memory_format).eval().requires_grad_(False) if teacher else None
-        if self.world_size > 1 and recipe.sync_batchnorm:
-            self.student = sync_batchnorm.convert(self.student, self.device)
-        self.train_model: nn.Module = self.student
-        if self.world_size > 1:
-            ids = [self.device.index] if cuda else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
-        if compile:
-            self.train_model = torch.compile(self.train_model)
+        self._setup(student, teacher, recipe, loss, loss_params, device, seed, compile, memory_format,
+                    sync_bn=recipe.sync_batchnorm)
 
         mean, std = data.channel_stats() if recipe.normalize else (torch.zeros(3), torch.full((3,), 255.0))
         if recipe.batch_size % self.world_size:
@@ -139,11 +165,7 @@ class Generation:
             self.val_loader = DeviceLoader(data.val_images, data.val_labels, recipe.eval_batch_size, **eval_kwargs)
             self.val_labels = data.val_labels.to(self.device)
 
-        trainable = [p for p in self.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(
-            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {"foreach": True}),
-        )
+        self.optimizer = self._optimizer()
         self.total_steps = recipe.epochs * len(self.train_loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps)
@@ -187,11 +209,6 @@ class Generation:
             yield self.train_epoch()
         if self.test_logits is None:  # resumed after the last epoch: evaluate once for the logits
             self.test_logits = self.predict(self.student, self.test_loader)
-
-    def train_epoch(self) -> EpochReport:
-        """One pass over this rank's shard, then evaluation; one host sync for the whole epoch."""
-        with self.precision.math():
-            return self._train_epoch()
 
     def _train_epoch(self) -> EpochReport:
         started = time.perf_counter()

@@ -17,12 +17,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ray_ban.data.text import BPTTLoader, TextSplits
-from ray_ban.core.engine import EpochReport, NonFiniteLoss, check_distillation, world
-from ray_ban.core.losses import get_loss
-from ray_ban.core.metrics import TokenMetrics
-from ray_ban.core.precision import resolve as resolve_precision
 from ray_ban.config.recipe import Recipe, lr_factor
+from ray_ban.core.engine import EpochReport, GenerationBase, NonFiniteLoss
+from ray_ban.core.metrics import TokenMetrics
+from ray_ban.data.text import BPTTLoader, TextSplits
 
 # Validation and test run over this many contiguous columns, each with the state carried over the
 # whole column (PyTorch word_language_model's eval batch size). Every rank evaluates the whole
@@ -34,7 +32,7 @@ def _detach(hidden):
     return tuple(h.detach() for h in hidden)
 
 
-class LanguageGeneration:
+class LanguageGeneration(GenerationBase):
     """Trains one language model for one generation, optionally distilled per token from a frozen ``teacher``."""
 
     def __init__(
@@ -50,7 +48,6 @@ class LanguageGeneration:
         seed: int = 0,
         compile: bool = False,
     ):
-        check_distillation(student, teacher, loss, loss_params)
         for role, model in (("student", student), ("teacher", teacher)):
             if model is None:
                 continue
@@ -58,34 +55,15 @@ class LanguageGeneration:
                 raise ValueError(f"the {role} is not a language model: use lstm-{{layers}}x{{units}} or cnn-lstm-{{layers}}x{{units}} with text data")
             if getattr(model, "vocab_size", data.num_classes) != data.num_classes:
                 raise ValueError(f"the {role} predicts {model.vocab_size} words but {data.name} has a vocabulary of {data.num_classes}")
-        self.device = torch.device(device)
-        self.rank, self.world_size = world()
-        self.recipe, self.loss_name, self.seed = recipe, loss, seed
-        self.loss_fn, self.loss_params = get_loss(loss), dict(loss_params or {})
+        self._setup(student, teacher, recipe, loss, loss_params, device, seed, compile)
         self.vocab_size = data.num_classes
-        cuda = self.device.type == "cuda"
-        self.precision = resolve_precision(recipe.precision, self.device)
-        self.scaler = self.precision.grad_scaler()
-
-        self.student = student.to(self.device)
-        self.teacher = teacher.to(self.device).eval().requires_grad_(False) if teacher else None
-        self.train_model: nn.Module = self.student
-        if self.world_size > 1:
-            ids = [self.device.index] if cuda else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.student, device_ids=ids)
-        if compile:
-            self.train_model = torch.compile(self.train_model)
 
         self.train_loader = BPTTLoader(data.train, recipe.batch_size, recipe.bptt, device=self.device,
                                        rank=self.rank, world_size=self.world_size)
         self.val_loader = BPTTLoader(data.valid, EVAL_COLUMNS, recipe.bptt, device=self.device)
         self.test_loader = BPTTLoader(data.test, EVAL_COLUMNS, recipe.bptt, device=self.device)
 
-        trainable = [p for p in self.student.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(
-            trainable, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
-            weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {"foreach": True}),
-        )
+        self.optimizer = self._optimizer()
         self.total_steps = recipe.epochs * len(self.train_loader)
         self.step = 0
         self.plateau_scale = 1.0
@@ -130,11 +108,6 @@ class LanguageGeneration:
         """Train the remaining epochs, yielding each epoch's report; ``test_predictions()`` gives the last model's."""
         while self.epoch < self.recipe.epochs:
             yield self.train_epoch()
-
-    def train_epoch(self) -> EpochReport:
-        """One truncated-BPTT pass over this rank's columns, then validation and test; one host sync for training."""
-        with self.precision.math():
-            return self._train_epoch()
 
     def _train_epoch(self) -> EpochReport:
         started = time.perf_counter()

@@ -235,11 +235,6 @@ class BPTTLoader:
         per_rank = self.batch_size // self.world_size
         return torch.arange(self.rank * per_rank, (self.rank + 1) * per_rank)
 
-    @property
-    def tokens_per_pass(self) -> int:
-        """Targets this rank predicts in one pass."""
-        return self.data.shape[0] * (self.data.shape[1] - 1)
-
     def __len__(self) -> int:
         return -(-(self.data.shape[1] - 1) // self.bptt)
 

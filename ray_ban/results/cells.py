@@ -14,7 +14,8 @@ import re
 from typing import Any, Optional
 
 from ray_ban.results import stats
-from ray_ban.config.spaces import CELL_METRICS, Chain, SweepPlan
+from ray_ban.config.cell_refs import CellRef, parse_cell
+from ray_ban.config.spaces import Chain, SweepPlan
 
 # what a comparison asks, in the order the report lists them
 STUDENT_VS_TEACHER = "student vs teacher"
@@ -25,8 +26,7 @@ VS_INDEPENDENT = "ensemble vs independent ensemble"
 
 def is_count(ref: str) -> bool:
     """A parameter-count cell (``params``, ``CHAIN/params``, ``...@params``): a count, not a sample to test."""
-    ref, _, metric = ref.partition("@")
-    return ref == "params" or ref.endswith("/params") or metric == "params"
+    return parse_cell(ref).is_count
 
 
 def format_count(value: float) -> str:
@@ -78,29 +78,27 @@ class Cells:
 
     def values(self, row: str, ref: str) -> dict[int, float]:
         """Sweep seed -> the cell's value in that seed (seeds whose model is not finished are absent)."""
-        ref, _, metric = ref.partition("@")
-        field = CELL_METRICS[metric] if metric else "final_test_error"
+        cell = parse_cell(ref)
         found: dict[int, float] = {}
         for chain in (c for c in self.plan.chains if c.row == row):
-            key, wanted = self._key(chain, ref, field)
+            key, wanted = self._key(chain, cell)
             record = self.by_key.get(key) if key else None
             if record is not None and record.get(wanted) is not None:
                 found.setdefault(chain.seed, float(record[wanted]))  # a teacher shared by chains: once per seed
         return dict(sorted(found.items()))
 
     @staticmethod
-    def _key(chain: Chain, ref: str, field: str) -> tuple[Optional[str], str]:
-        if ref in ("teacher", "params"):
-            key = chain.root.key if chain.root.role == "teacher" else None
-            return key, "parameters" if ref == "params" else field
-        chain_name, _, part = ref.partition("/")
-        if chain.name != chain_name:
-            return None, field
-        if part.startswith(("ens", "ind")):
-            return f"{chain.chain_id}.{part}", field
-        if part == "params":
-            return chain.trainings[-1].key, "parameters"
-        return next((t.key for t in chain.trainings if part.isdigit() and t.generation == int(part)), None), field
+    def _key(chain: Chain, cell: CellRef) -> tuple[Optional[str], str]:
+        """The model (or ensemble) key a cell reads in ``chain``, and the field it reads."""
+        if cell.chain is None:
+            return (chain.root.key if chain.root.role == "teacher" else None), cell.field
+        if chain.name != cell.chain:
+            return None, cell.field
+        if cell.ensemble:
+            return f"{chain.chain_id}.{cell.part}", cell.field
+        if cell.part == "params":
+            return chain.trainings[-1].key, cell.field
+        return next((t.key for t in chain.trainings if t.generation == cell.generation), None), cell.field
 
     def cell_rows(self) -> list[dict]:
         """One row per table cell: n, mean, std, the 95% interval, the paper's number and whether it lies inside."""

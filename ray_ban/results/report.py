@@ -21,7 +21,8 @@ from typing import Optional
 
 from ray_ban.results.cells import Cells
 from ray_ban.results.tables import paper_table, read_results
-from ray_ban.config.spaces import CELL_METRICS, SweepPlan
+from ray_ban.config.cell_refs import parse_cell
+from ray_ban.config.spaces import SweepPlan
 from ray_ban.store import RunStore
 
 ERROR_FIGURE = "error_by_generation.png"
@@ -61,11 +62,11 @@ def paper_points(plan: SweepPlan, row: str, metric: str = "final_test_error") ->
     points = []
     for label, ref in (plan.columns or {"teacher": "teacher"}).items():
         value = plan.paper.get(row, {}).get(label)
-        ref, _, cell_metric = ref.partition("@")
-        if value is None or ref.endswith("params") or CELL_METRICS.get(cell_metric, "final_test_error") != metric:
+        cell = parse_cell(ref)
+        if value is None or cell.is_count or cell.field != metric:
             continue
-        chain_name, _, part = ref.partition("/")
-        if ref == "teacher":
+        chain_name, part = cell.chain, cell.part
+        if part == "teacher":
             points.append(("teacher", 0, float(value)))
             continue
         chain = next((c for c in plan.chains if c.row == row and c.name == chain_name), None)
