@@ -6,6 +6,7 @@ CIFAR-10-format files exported by `python -m ray_ban.data.export` and read by ev
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,10 +65,13 @@ def summaries(fs) -> dict[str, dict]:
 
 
 def epoch_one_checkpoints(fs) -> set[str]:
-    """Model keys whose epoch-1 Train checkpoint of the chain is in the bucket."""
-    infos = fs.get_file_info(pafs.FileSelector(f"{RUN}/ray/A.ban.seed0", allow_not_found=True))
-    return {i.base_name.removeprefix("checkpoint_").removesuffix("_e0001") for i in infos
-            if i.base_name.startswith("checkpoint_") and i.base_name.endswith("_e0001")}
+    """Model keys whose epoch-1 Train checkpoint of the chain Train has recorded (in its checkpoint
+    manager's snapshot in the bucket, which is what a restarted run resumes from)."""
+    try:
+        snapshot = fs.open_input_stream(f"{RUN}/ray/A.ban.seed0/checkpoint_manager_snapshot.json").read().decode()
+    except (OSError, FileNotFoundError):
+        return set()
+    return set(re.findall(r"checkpoint_([A-Za-z0-9_.+-]+?)_e0001", snapshot))
 
 
 def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_path):
@@ -132,7 +136,7 @@ def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_
 
 def test_an_unreachable_storage_uri_is_one_line_and_exit_2(tmp_path):
     space = tmp_path / "crash.yaml"
-    space.write_text(yaml.safe_dump(SPACE))
+    space.write_text(yaml.safe_dump({**SPACE, "dataset": "synthetic"}))
     env = {**CREDENTIALS, "AWS_MAX_ATTEMPTS": "1"}
     result = run_sweep(space, f"s3://nowhere/runs?endpoint_override=127.0.0.1:{free_port()}&scheme=http", env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
