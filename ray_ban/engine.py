@@ -23,7 +23,7 @@ from . import metrics, sync_batchnorm
 from .data import DeviceLoader, ImageSplits
 from .losses import NEEDS_TEACHER, check_loss_params, get_loss
 from .precision import resolve as resolve_precision
-from .recipe import Recipe, lr_factor
+from .recipe import Recipe, lr_factor, onecycle_peak
 
 
 class NonFiniteLoss(RuntimeError):
@@ -144,9 +144,13 @@ class Generation:
             weight_decay=recipe.weight_decay, **({"fused": True} if cuda else {"foreach": True}),
         )
         self.total_steps = recipe.epochs * len(self.train_loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps)
-        )
+        if recipe.schedule == "onecycle-cosine":  # torch's own, so momentum cycles as in the anchor
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, recipe.lr, total_steps=self.total_steps, pct_start=onecycle_peak(recipe),
+                base_momentum=recipe.momentum - 0.05, max_momentum=recipe.momentum + 0.05)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps))
         self.epoch = 0
         self.best_test_error = float("inf")
         self.test_logits: Optional[torch.Tensor] = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ban_students, densenet, language, preresnet, wide_resnet  # noqa: F401  (imports register the families)
+from . import ban_students, densenet, language, preresnet, resnet9, wide_resnet  # noqa: F401  (imports register the families)
 from .registry import examples, lookup, patterns
 
 __all__ = [
