@@ -137,14 +137,14 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
         paper = paper_points(plan, row, metric)
         if paper:
             ax.plot([g for _, g, _ in paper], [v for _, _, v in paper], marker="o", markersize=9, linestyle="none",
-                    markerfacecolor="none", markeredgecolor="red", label="paper")
+                    markerfacecolor="none", markeredgecolor="red", label=plan.reference)
         ax.set_title(row, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("generation")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; hollow red = paper",
+    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; hollow red = {plan.reference}",
                  fontsize=9)
     fig.tight_layout()
     _save(fig, store, path)
