@@ -381,3 +381,19 @@ def bucket(monkeypatch):
     fs.create_dir("data")
     yield fs, f"s3://data/cifar100?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
     server.stop()
+
+
+def test_synthetic_siblings_blend_look_alikes_with_soft_train_labels() -> None:
+    from ray_ban.data.sources import synthetic
+
+    data = load_dataset("synthetic-siblings")
+    assert data.train_images.shape == (2000, 3, 32, 32) and data.num_classes == 10
+    # the same draws without blending: train labels that differ name a sibling (same superclass, c % 2)
+    plain = synthetic(10, 2000, 1000, ambiguity=0.0)
+    assert torch.equal(plain.test_labels, data.test_labels)  # test labels are the images' own classes
+    assert not torch.equal(plain.train_images, data.train_images)
+    relabelled = data.train_labels != plain.train_labels
+    assert 0.2 < relabelled.float().mean() < 0.3  # a sibling with probability E[U(0, 0.5)] = 0.25
+    assert torch.equal(data.train_labels[relabelled] % 2, plain.train_labels[relabelled] % 2)
+    with pytest.raises(ValueError, match="ambiguity"):
+        synthetic(10, 10, 10, ambiguity=1.0)

@@ -96,3 +96,18 @@ def test_schedules_follow_the_paper_shape():
         Recipe.from_dict({"lr_milestone": [0.5]})
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
         Recipe(epochs=0)
+
+
+def test_onecycle_cosine_cycles_momentum_and_resumes_exactly():
+    recipe = Recipe(epochs=2, batch_size=128, lr=0.1, schedule="onecycle-cosine", momentum=0.9)
+    whole = Generation(student(3, "resnet9-4"), DATA, recipe, seed=3)
+    assert whole.optimizer.param_groups[0]["momentum"] == pytest.approx(0.95)  # momentum falls as the lr rises
+    assert whole.train_epoch().lr == pytest.approx(0.1 / 25)
+    whole.train_epoch()
+    first = Generation(student(3, "resnet9-4"), DATA, recipe, seed=3)
+    first.train_epoch()
+    resumed = Generation(student(99, "resnet9-4"), DATA, recipe, seed=3)
+    resumed.load_state_dict(first.state_dict())
+    resumed.train_epoch()
+    assert torch.allclose(resumed.test_logits, whole.test_logits, atol=1e-5)
+    assert resumed.optimizer.param_groups[0]["momentum"] == pytest.approx(whole.optimizer.param_groups[0]["momentum"])

@@ -69,7 +69,11 @@ TINY = [
     ("ban-preresnet-1-0.5", {"teacher": "densenet-22-8"}),
     ("ban-wrn-1-0.5", {"teacher": "densenet-22-8"}),
     ("ban-match-wrn-1-1", {"teacher": "densenet-22-8"}),
+    ("resnet9-8", {}),
 ]
+
+# The fast family, tiny to large: the anchor script's network is resnet9-16 (0.12M).
+RESNET9 = [(4, 7_630), (8, 29_650), (16, 116_890), (32, 464_170), (64, 1_849_930)]
 
 
 def meta_build(name: str, num_classes: int, **kwargs: object) -> nn.Module:
@@ -114,6 +118,16 @@ def test_tiny_forward(name: str, kwargs: dict) -> None:
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     out.sum().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("width,count", RESNET9, ids=[f"resnet9-{w}" for w, _ in RESNET9])
+def test_resnet9_family(width: int, count: int) -> None:
+    torch.manual_seed(0)
+    model = models.build(f"resnet9-{width}", 10)
+    assert models.parameter_count(model) == count
+    out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+    assert model.fc.in_features == 4 * width and model.stem[0].out_channels == width
 
 
 def test_memory_efficient_densenet_gives_the_same_gradients() -> None:

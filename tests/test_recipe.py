@@ -68,3 +68,19 @@ def test_accepted_recipes_make_an_optimiser(values):
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr, momentum=recipe.momentum,
                     nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
     assert recipe == Recipe.from_dict(recipe.to_dict())
+
+
+def test_onecycle_cosine_is_torchs_one_cycle_with_its_momentum_cycle() -> None:
+    import torch
+
+    from ray_ban.recipe import lr_factor
+
+    recipe = Recipe(schedule="onecycle-cosine", lr=0.2, epochs=6, momentum=0.9)
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), 0.2, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=117, pct_start=0.2)
+    for step in range(117):
+        assert abs(opt.param_groups[0]["lr"] - 0.2 * lr_factor(recipe, step, 117)) < 1e-12
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError, match="onecycle-cosine cycles momentum"):
+        Recipe(schedule="onecycle-cosine", momentum=0.97)

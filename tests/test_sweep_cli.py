@@ -257,3 +257,25 @@ def test_a_storage_uri_is_never_told_to_overwrite(tmp_path):
     with pytest.raises(UsageError) as refused:
         prepare_run_dir(store, spaces.load("table1", "smoke", {"generations": 3}), resume=False, overwrite=False)
     assert "--overwrite" not in str(refused.value) and "choose another --out" in str(refused.value)
+
+
+def test_the_demo_space_loads_and_its_dry_run_passes(tmp_path):
+    plan = spaces.load(str(ROOT / "search_spaces" / "demo.yaml"))
+    assert plan.dataset == "synthetic-siblings" and plan.seeds == (0, 1, 2)
+    assert {c.root.architecture for c in plan.chains} == {"resnet9-8"} and all(len(c.independent) == 2 for c in plan.chains)
+    assert plan.columns["Independent x2"] == "ban/ind2" and plan.chains[0].ensembles == {"ens2": [0, 1]}
+    code, out, err = sweep("search_spaces/demo.yaml", "--dry-run", "--out", tmp_path / "runs")
+    assert code == 0, err
+    assert "3 chains; 9 generation-0 models" in out and "12 trainings" in out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_cpu_proof_space_names_the_fast_family_and_its_reference(tmp_path):
+    proof = spaces.load(str(ROOT / "search_spaces" / "cifar10-resnet9.yaml"))
+    assert proof.seeds == (0, 1, 2) and proof.recipe.schedule == "onecycle-cosine"
+    assert {c.name for c in proof.chains} == {"ban", "banl"} and proof.reference == "paper"
+    assert spaces.load("cifar10-cpu").reference.startswith("reference run")
+    space = tmp_path / "s.yaml"
+    space.write_text((ROOT / "search_spaces" / "demo.yaml").read_text() + "reference: ''\n")
+    code, _, err = sweep(space, "--dry-run")
+    assert code == 2 and "reference" in err and len(err.strip().splitlines()) == 1

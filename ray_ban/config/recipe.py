@@ -28,6 +28,11 @@ class Recipe:
     augmentation, which the paper follows) or ``zeros``. ``sync_batchnorm``: with more than one
     data-parallel worker, BatchNorm statistics are those of the global batch (true) or of each
     worker's shard (false); one worker has nothing to synchronise.
+
+    ``schedule: onecycle`` rises linearly from 0 to ``lr`` over the first 20% of the steps (or
+    ``warmup_fraction``) and falls linearly to 0; ``onecycle-cosine`` is torch's ``OneCycleLR`` with its
+    defaults, what the bare CIFAR anchor trains with: cosine from lr/25 up to ``lr`` and down to
+    lr/25e4, and momentum cycled from ``momentum`` + 0.05 down to ``momentum`` - 0.05 at the peak and back.
     """
 
     epochs: int = 200
@@ -52,7 +57,7 @@ class Recipe:
     precision: str = "auto"
     sync_batchnorm: bool = True
 
-    SCHEDULES = ("multistep", "onecycle", "cosine", "constant", "plateau")
+    SCHEDULES = ("multistep", "onecycle", "onecycle-cosine", "cosine", "constant", "plateau")
     PRECISIONS = ("auto", "bf16", "fp16", "tf32", "fp32")
     PADDING_MODES = ("reflect", "zeros")
 
@@ -72,6 +77,9 @@ class Recipe:
         if self.nesterov and self.momentum == 0:
             problems.append("nesterov needs momentum > 0 (got momentum 0): set nesterov: false for plain SGD, "
                             "or a momentum such as 0.9")
+        if self.schedule == "onecycle-cosine" and not 0.05 <= self.momentum <= 0.94:
+            problems.append(f"schedule onecycle-cosine cycles momentum by +-0.05 around momentum, which must be in "
+                            f"[0.05, 0.94], got {self.momentum}: use e.g. 0.9")
         if self.weight_decay < 0:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.schedule not in self.SCHEDULES:
@@ -156,6 +164,27 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     if recipe.schedule == "onecycle":  # linear up for the first 20%, linear down to zero after
         peak = max(recipe.warmup_fraction, 0.2)
         return progress / peak if progress < peak else max(0.0, (1 - progress) / (1 - peak))
+    if recipe.schedule == "onecycle-cosine":  # torch's OneCycleLR: div_factor 25, final_div_factor 1e4
+        return onecycle_cosine_factor(step, total_steps, onecycle_peak(recipe))
     if recipe.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return 1.0  # constant; plateau: the language engine scales the rate itself after each epoch
+
+
+def onecycle_peak(recipe: Recipe) -> float:
+    """Fraction of the steps at which a one-cycle schedule peaks: ``warmup_fraction``, at least 0.2."""
+    return max(recipe.warmup_fraction, 0.2)
+
+
+def onecycle_cosine_factor(step: int, total_steps: int, peak: float) -> float:
+    """OneCycleLR's lr curve (defaults) as a multiple of the peak lr after ``step`` of ``total_steps``."""
+    start, end = 1 / 25, 1 / 25e4
+    top, last = float(peak * total_steps) - 1, max(1, total_steps - 1)
+    if step <= top:
+        return end_cos(start, 1.0, step / top if top > 0 else 1.0)
+    return end_cos(1.0, end, min(1.0, (step - top) / max(1e-9, last - top)))
+
+
+def end_cos(a: float, b: float, t: float) -> float:
+    """Cosine interpolation from a (t=0) to b (t=1)."""
+    return b + (a - b) * 0.5 * (1 + math.cos(math.pi * t))

@@ -29,7 +29,7 @@ from ray_ban.config.recipe import Recipe
 # wheel lists and loads them from any folder
 SPACES_DIR = Path(str(resources.files("ray_ban") / "search_spaces"))
 TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
-            "train_subset", "test_subset", "search", "model_kwargs"}
+            "train_subset", "test_subset", "search", "model_kwargs", "reference"}
 PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
                "validation_size", "train_subset", "test_subset", "rows", "resources", "search"}
 ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs", "recipe"}
@@ -108,6 +108,7 @@ class SweepPlan:
     search: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)  # defaults for the CLI's resource options
     label_column: Optional[str] = None  # a parquet: dataset's label column (--label-column); None: the loader's rule
+    reference: str = "paper"  # what the rows' ``paper:`` numbers are, as tables and legends name them
 
     def recipe_for(self, chain: Chain) -> Recipe:
         """The recipe a chain trains with: the sweep's, with its row's own values laid over it."""
@@ -297,6 +298,7 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         search=_search_section(where, raw.get("search"), chosen.get("search"), preset),
         resources=_resources(where, chosen.get("resources", {}), f"presets.{preset}.resources"),
         label_column=label_column or None,
+        reference=where.string(raw.get("reference", "paper"), "reference"),
     )
 
 

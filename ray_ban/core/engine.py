@@ -24,7 +24,7 @@ from ray_ban.core import sync_batchnorm
 from ray_ban.data import DeviceLoader, ImageSplits
 from ray_ban.core.losses import NEEDS_TEACHER, check_loss_params, get_loss
 from ray_ban.core.precision import resolve as resolve_precision
-from ray_ban.config.recipe import Recipe, lr_factor
+from ray_ban.config.recipe import Recipe, lr_factor, onecycle_peak
 
 
 class NonFiniteLoss(RuntimeError):
@@ -167,9 +167,13 @@ class Generation(GenerationBase):
 
         self.optimizer = self._optimizer()
         self.total_steps = recipe.epochs * len(self.train_loader)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps)
-        )
+        if recipe.schedule == "onecycle-cosine":  # torch's own, so momentum cycles as in the anchor
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, recipe.lr, total_steps=self.total_steps, pct_start=onecycle_peak(recipe),
+                base_momentum=recipe.momentum - 0.05, max_momentum=recipe.momentum + 0.05)
+        else:
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: lr_factor(recipe, step, self.total_steps))
         self.epoch = 0
         self.best_test_error = float("inf")
         self.test_logits: Optional[torch.Tensor] = None

@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 
 from ray_ban import models
-from ray_ban.data import ImageSplits, TextSplits, is_text, load_dataset, synthetic
-from ray_ban.data.sources import SYNTHETIC_SIZES
+from ray_ban.data import ImageSplits, TextSplits, is_text, load_dataset
+from ray_ban.data.sources import SYNTHETIC_SIZES, generate
 from ray_ban.core.engine import EpochReport, Generation, NonFiniteLoss, world
 from ray_ban.core.language_engine import LanguageGeneration
 from ray_ban.config.recipe import Recipe
@@ -58,8 +58,7 @@ def prepare_data(data_config: dict, data_root: Optional[str] = None, download: b
         return load_dataset(data_config["dataset"], data_root, download)
     train, test = data_config.get("train_subset"), data_config.get("test_subset")
     if data_config["dataset"] in SYNTHETIC_SIZES:  # generate only the images that will be used
-        classes, default_train, default_test = SYNTHETIC_SIZES[data_config["dataset"]]
-        data = synthetic(classes, train or default_train, test or default_test, name=data_config["dataset"])
+        data = generate(data_config["dataset"], train, test)
     else:
         data = load_dataset(data_config["dataset"], data_root, download, label_column=data_config.get("label_column"))
     if train or test:

@@ -2,8 +2,8 @@
 
 ``load_dataset(spec, root)`` is the one entry point; ``spec`` is ``cifar10``, ``cifar100``,
 ``parquet:<dir or storage URI>`` (Hugging Face image Parquet, see ``ray_ban.data.parquet``; decoded
-once per node into ``ray_ban.data.cache``), ``synthetic`` (10 classes) or ``synthetic-100`` (100
-classes in 20 superclasses) for images, and ``ptb:<dir>`` (word-level Penn Treebank) or ``synthetic-text`` (generated) for text.
+once per node into ``ray_ban.data.cache``), ``synthetic`` (10 classes), ``synthetic-100`` (100
+classes in 20 superclasses) or ``synthetic-siblings`` (10 classes, ambiguous look-alikes, the demo's) for images, and ``ptb:<dir>`` (word-level Penn Treebank) or ``synthetic-text`` (generated) for text.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from ray_ban.data.cache import cached_arrays, content_key, node_lock
 from ray_ban.data.splits import DataError, ImageSplits
 from ray_ban.data.text import SYNTHETIC_TEXT_SIZES, TextSplits, generated_corpus, load_ptb, missing_ptb, ptb_error, ptb_vocab
 
-SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 2000)}
+SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 2000), "synthetic-siblings": (10, 2000, 1000)}
+# How far an image may lean towards a sibling class (see ``synthetic``); 0: no blending, no label draws.
+SYNTHETIC_AMBIGUITY = {"synthetic-siblings": 0.5}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 SYNTHETIC_TEXT = "synthetic-text"
 
@@ -80,8 +82,7 @@ def load_dataset(spec: str, root: Optional[str] = None, download: bool = False,
     if spec.startswith("ptb:"):
         return load_ptb(spec.split(":", 1)[1])
     if spec in SYNTHETIC_SIZES:
-        classes, train, test = SYNTHETIC_SIZES[spec]
-        return synthetic(classes, train, test, name=spec)
+        return generate(spec)
     if spec in CIFAR_FOLDERS:
         return _load_cifar(spec, root, download)
     if spec.startswith("parquet:"):
@@ -153,12 +154,27 @@ def _load_parquet(spec: str, label_column: Optional[str]) -> ImageSplits:
                        tensors["test_labels"], meta["num_classes"], tuple(meta["classes"]))
 
 
-def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: int = 0, name: str = "synthetic") -> ImageSplits:
+def generate(spec: str, train: Optional[int] = None, test: Optional[int] = None) -> ImageSplits:
+    """A named synthetic dataset (``SYNTHETIC_SIZES``), optionally with fewer images than its default."""
+    classes, default_train, default_test = SYNTHETIC_SIZES[spec]
+    return synthetic(classes, train or default_train, test or default_test, name=spec,
+                     ambiguity=SYNTHETIC_AMBIGUITY.get(spec, 0.0))
+
+
+def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: int = 0, name: str = "synthetic",
+              ambiguity: float = 0.0) -> ImageSplits:
     """Learnable 32x32 images whose classes come in superclasses of five similar classes.
 
     Each superclass has a smooth random base pattern; each class adds its own smaller pattern, so
     classes of one superclass are confused more often than others and a teacher's wrong-class
     probabilities carry information, as on CIFAR-100. Samples add shifts, contrast and noise.
+
+    ``ambiguity`` a > 0 makes look-alikes ambiguous, as CIFAR's are: each image blends its class's
+    prototype with a random sibling's (same superclass) at a weight drawn from U(0, a), a < 1 keeping its
+    own class the larger part; a train label names the sibling with probability equal to that weight
+    (a test label always names the image's own class, the Bayes decision). The best answer on a train
+    image is then a soft, image-dependent distribution that a hard label only samples and a teacher's
+    softmax can estimate: the information born-again students learn from.
     """
     gen = torch.Generator().manual_seed(seed)
     superclasses = max(1, num_classes // 5)
@@ -170,10 +186,23 @@ def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: 
     bases = smooth(superclasses, 4)
     prototypes = bases[torch.arange(num_classes) % superclasses] + 0.55 * smooth(num_classes, 6)
 
-    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if not 0 <= ambiguity < 1:
+        raise ValueError(f"ambiguity must be in [0, 1), got {ambiguity}")
+    blend = torch.Generator().manual_seed(seed + 1)  # its own stream: the classes and noise stay those of ambiguity 0
+
+    def sample(count: int, train_split: bool) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.arange(count) % num_classes
         labels = labels[torch.randperm(count, generator=gen)]
         images = prototypes[labels]
+        if ambiguity > 0:  # lean towards a sibling; train labels drawn from the blend
+            others = max(1, num_classes // superclasses)  # classes per superclass
+            siblings = (labels + superclasses * torch.randint(1, max(2, others), (count,), generator=blend)) % num_classes
+            weight = ambiguity * torch.rand(count, generator=blend)
+            images = (1 - weight)[:, None, None, None] * images + weight[:, None, None, None] * prototypes[siblings]
+            if train_split:
+                drawn = torch.where(torch.rand(count, generator=blend) < weight, siblings, labels)
+            else:
+                drawn = labels
         contrast = 0.7 + 0.6 * torch.rand(count, 1, 1, 1, generator=gen)
         brightness = 0.3 * torch.randn(count, 3, 1, 1, generator=gen)
         images = images * contrast + brightness + 0.6 * smooth(count, 8) + 0.25 * torch.randn(count, 3, 32, 32, generator=gen)
@@ -181,9 +210,11 @@ def synthetic(num_classes: int = 10, train: int = 5000, test: int = 1000, seed: 
         rows, cols = (torch.arange(32) - shifts[:, 0]) % 32, (torch.arange(32) - shifts[:, 1]) % 32  # circular shift
         images = images.gather(2, rows[:, None, :, None].expand(-1, 3, 32, 32))
         images = images.gather(3, cols[:, None, None, :].expand(-1, 3, 32, 32))
+        if ambiguity > 0:
+            labels = drawn
         return (128 + 45 * images).round().clamp(0, 255).to(torch.uint8), labels
 
-    train_x, train_y = sample(train)
-    test_x, test_y = sample(test)
+    train_x, train_y = sample(train, True)
+    test_x, test_y = sample(test, False)
     classes = tuple(f"class{c}-super{c % superclasses}" for c in range(num_classes))
     return ImageSplits(name, train_x, train_y, test_x, test_y, num_classes, classes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ray_ban.models import ban_students, densenet, language, preresnet, wide_resnet  # noqa: F401  (imports register the families)
+from ray_ban.models import ban_students, densenet, language, preresnet, resnet9, wide_resnet  # noqa: F401  (imports register the families)
 from ray_ban.models.registry import examples, lookup, patterns
 
 __all__ = [

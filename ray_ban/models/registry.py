@@ -59,7 +59,7 @@ def register(pattern: str, examples: tuple[str, ...] = ()) -> Callable[[Builder]
 
 
 # The tiny members used by smoke presets and CPU tests, offered as close matches too.
-TINY_MEMBERS = ["wrn-10-1", "wrn-10-2", "densenet-10-4", "densenet-16-12", "densenet-22-8", "preresnet-11", "lstm-1x64"]
+TINY_MEMBERS = ["resnet9-8", "wrn-10-1", "wrn-10-2", "densenet-10-4", "densenet-16-12", "densenet-22-8", "preresnet-11", "lstm-1x64"]
 
 
 def patterns() -> list[str]:

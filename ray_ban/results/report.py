@@ -23,6 +23,7 @@ from ray_ban.results.cells import Cells
 from ray_ban.results.tables import paper_table, read_results
 from ray_ban.config.cell_refs import parse_cell
 from ray_ban.config.spaces import SweepPlan
+from ray_ban.results.stats import spread
 from ray_ban.store import RunStore
 
 ERROR_FIGURE = "error_by_generation.png"
@@ -78,6 +79,11 @@ def paper_points(plan: SweepPlan, row: str, metric: str = "final_test_error") ->
     return points
 
 
+def _half_width(values: list[float]) -> float:
+    """Half-width of the 95% Student-t interval of the mean over seeds; 0 (no bar) for a single seed."""
+    return spread(values).half_width or 0.0
+
+
 def _mean(values: list[float]) -> float:
     return statistics.fmean(values)
 
@@ -113,9 +119,11 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
         for name, by_gen in sorted(series.items()):
             xs = ([0] if teacher else []) + sorted(by_gen)
             ys = ([_mean(teacher)] if teacher else []) + [_mean(by_gen[g]) for g in sorted(by_gen)]
-            ax.plot(xs, ys, marker="o", label=name)
+            bars = ([_half_width(teacher)] if teacher else []) + [_half_width(by_gen[g]) for g in sorted(by_gen)]
+            ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=name)
         if teacher:
-            ax.plot([0], [_mean(teacher)], marker="*", markersize=14, color="black", linestyle="none", label="teacher")
+            ax.errorbar([0], [_mean(teacher)], yerr=[_half_width(teacher)], marker="*", markersize=14, color="black",
+                        linestyle="none", capsize=3, label="teacher")
         baselines: dict[str, list[dict]] = defaultdict(list)  # one line per baseline chain: its mean over seeds
         for r in ok:
             if r["row"] == row and r["role"] == "baseline":
@@ -131,19 +139,23 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
         for name, rs in sorted(ensembles.items()):
             independent = _is_independent(rs[0])  # drawn at its size, beside the Ens*k it partners
             x = len(json.loads(rs[0]["config"])["members"]) if independent else rs[0]["generation"]
-            ax.plot([x], [_mean([r[metric] for r in rs])], marker="d" if independent else "D", linestyle="none",
-                    markerfacecolor="none" if independent else None, label=f"{name} (independent)" if independent else name)
+            values = [r[metric] for r in rs]
+            ax.errorbar([x], [_mean(values)], yerr=[_half_width(values)], marker="d" if independent else "D",
+                        linestyle="none", capsize=3, markerfacecolor="none" if independent else None,
+                        label=f"{name} (independent)" if independent else name)
         paper = paper_points(plan, row, metric)
         if paper:
             ax.plot([g for _, g, _ in paper], [v for _, _, v in paper], marker="o", markersize=9, linestyle="none",
-                    markerfacecolor="none", markeredgecolor="red", label="paper")
+                    markerfacecolor="none", markeredgecolor="red", label=plan.reference)
         ax.set_title(row, fontsize=9)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("generation")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; hollow red = paper",
+    seeds = len({r["seed"] for r in ok})
+    bars = f"mean of {seeds} seeds, bars: 95% t interval; " if seeds > 1 else ""
+    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; {bars}hollow red = {plan.reference}",
                  fontsize=9)
     fig.tight_layout()
     _save(fig, store, path)

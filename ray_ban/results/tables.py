@@ -255,8 +255,9 @@ def paper_table(plan: SweepPlan, table: pa.Table) -> str:
     columns = cells.columns()
     header = "| row | " + " | ".join(columns) + " |"
     measure = "each column's metric" if any("@" in ref for ref in columns.values()) else "test error %"
-    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): {measure}, ours (paper); ours = mean ± half-width "
-             "of the 95% Student-t interval over seeds (n); n=1: one seed, no interval; † the paper's number lies "
+    ref = plan.reference
+    lines = [f"{plan.name} ({plan.preset} preset, {plan.dataset}): {measure}, ours ({ref}); ours = mean ± half-width "
+             f"of the 95% Student-t interval over seeds (n); n=1: one seed, no interval; † the {ref}'s number lies "
              "outside our interval", "", header, "|" + " --- |" * (len(columns) + 1)]
     for row_name in plan.paper:
         lines.append(f"| {row_name} | " + " | ".join(cells.table_cell(row_name, label) for label in columns) + " |")
