@@ -13,6 +13,7 @@ teachers, two BAN-1 chains, 1 epoch each on generated data), submitted as `pytho
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -61,12 +62,14 @@ def one_sweep(kind: str, folder: Path) -> dict:
         if kind == "fixed":  # wait until both nodes are up, as a fixed cluster would be
             deadline = time.monotonic() + 120
             code = (f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR'); "
-                    "print(ray.cluster_resources().get('CPU', 0))")
+                    "print('CPUS', ray.cluster_resources().get('CPU', 0))")
             while time.monotonic() < deadline:
                 out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cluster.tools)
-                if out.stdout.strip() and float(out.stdout.split()[-1]) >= 2:
+                found = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("CPUS ")]
+                if found and float(found[-1]) >= 2:
                     break
                 time.sleep(1)
+        folder.mkdir(parents=True, exist_ok=True)
         space = folder / f"{kind}.yaml"
         space.write_text(yaml.safe_dump(SPACE))
         stop, found = threading.Event(), []
@@ -88,18 +91,20 @@ def one_sweep(kind: str, folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--kinds", default="autoscaling,fixed", help="which clusters to run, comma-separated")
+    parser.add_argument("--add-to", help="a previous results JSON whose runs this run extends")
     args = parser.parse_args()
-    runs = []
+    runs = json.loads(Path(args.add_to).read_text())["runs"] if args.add_to else []
     with tempfile.TemporaryDirectory(prefix="rb-scaling-") as folder:
         for repeat in range(args.repeats):
-            for kind in ("autoscaling", "fixed"):
+            for kind in args.kinds.split(","):
                 run = one_sweep(kind, Path(folder) / f"r{repeat}")
                 print(run, flush=True)
                 runs.append({**run, "repeat": repeat})
     summary = {kind: {"wall_s": summarise([r["wall_s"] for r in runs if r["kind"] == kind]),
                       "first_worker_node_s": summarise([r["first_worker_node_s"] for r in runs
                                                          if r["kind"] == kind and r["first_worker_node_s"] is not None])}
-               for kind in ("autoscaling", "fixed")}
+               for kind in sorted({r["kind"] for r in runs})}
     path = write_result("autoscaling", {"machine": machine_info(), "space": SPACE, "runs": runs, "summary": summary})
     print(table(["cluster", "wall s (median)", "first worker node s (median)"],
                 [[k, v["wall_s"]["median"], v["first_worker_node_s"].get("median")] for k, v in summary.items()]))
