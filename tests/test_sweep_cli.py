@@ -126,9 +126,17 @@ def test_bad_command_line_values(tmp_path):
                            (["--seeds", "a,b"], "--seeds must be comma-separated integers"),
                            (["--seeds", "4-2"], "the range '4-2' runs backwards; write 2-4"),
                            (["--seeds", "0-2,1"], "seed 1 is given twice"),
-                           (["--workers", "0"], "--workers must be positive")]:
+                           (["--workers", "0"], "--workers must be positive"),
+                           (["--workers", "2", "--gpus-per-worker", "0.5"], "which NCCL refuses"),
+                           (["--gpus-per-worker", "1.5"], "a worker uses one device"),
+                           (["--gpus-per-worker", "many"], "--gpus-per-worker takes auto or a number"),
+                           (["--max-failures", "-2"], "--max-failures must be -1 (unlimited)")]:
         code, _, err = sweep(space, *args, "--out", tmp_path / "runs")
-        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
+    # unlimited retries and GPU sizing from the cluster are accepted options
+    code, out, err = sweep(space, "--max-failures", "-1", "--gpus-per-worker", "auto", "--workers", "2", "--dry-run")
+    assert code == 0, err
 
 
 def test_existing_results_are_never_overwritten_without_consent(tmp_path):
