@@ -28,7 +28,7 @@ REJECTED = [
     ({"lr_decay": 5}, "lr_decay must be in (0, 1]"),
     ({"warmup_fraction": 1.0}, "warmup_fraction must be in [0, 1)"),
     ({"warmup_fraction": -0.1}, "warmup_fraction must be in [0, 1)"),
-    ({"schedule": "step"}, "schedule must be one of multistep, onecycle, cosine, constant, plateau, got 'step'"),
+    ({"schedule": "step"}, "schedule must be one of multistep, onecycle, onecycle-cosine, cosine, constant, plateau, got 'step'"),
     ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, tf32, fp32, got 'fp8'"),
     ({"precision": True}, "recipe key precision must be a string"),
     ({"crop_padding_mode": "edge"}, "crop_padding_mode must be one of reflect, zeros, got 'edge'"),

@@ -153,9 +153,10 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    seeds = len({r["seed"] for r in ok})
-    bars = f"mean of {seeds} seeds, bars: 95% t interval; " if seeds > 1 else ""
-    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation; {bars}hollow red = {plan.reference}",
+    seeds = len(plan.seeds)
+    bars = f"; mean of {seeds} seeds, bars: 95% t interval" if seeds > 1 else ""
+    hollow = f"; hollow red = {plan.reference}" if any(paper_points(plan, row, metric) for row in rows) else ""
+    fig.suptitle(f"{plan.name} ({plan.preset} preset, {plan.dataset}):\n{what} by generation{bars}{hollow}",
                  fontsize=9)
     fig.tight_layout()
     _save(fig, store, path)
