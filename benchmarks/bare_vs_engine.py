@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's ray_ban, not an installed one
 import _common  # noqa: E402
 from ray_ban.data import load_dataset  # noqa: E402
-from ray_ban.engine import Generation  # noqa: E402
+from ray_ban.core.engine import Generation  # noqa: E402
 from ray_ban.models import build, parameter_count  # noqa: E402
-from ray_ban.recipe import Recipe  # noqa: E402
+from ray_ban.config.recipe import Recipe  # noqa: E402
 
 ANCHOR = Path("/work/shared/anchors/bare_ban_cifar10.py")
 EPOCH_LINE = re.compile(r"seed (\d+) epoch (\d+)/(\d+) test error ([0-9.]+) \((\d+) img/s\)")

@@ -73,7 +73,7 @@ def test_accepted_recipes_make_an_optimiser(values):
 def test_onecycle_cosine_is_torchs_one_cycle_with_its_momentum_cycle() -> None:
     import torch
 
-    from ray_ban.recipe import lr_factor
+    from ray_ban.config.recipe import lr_factor
 
     recipe = Recipe(schedule="onecycle-cosine", lr=0.2, epochs=6, momentum=0.9)
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), 0.2, momentum=0.9, nesterov=True)
