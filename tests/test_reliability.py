@@ -49,7 +49,9 @@ def test_faults_in_a_data_parallel_chain(tmp_path):
     gen1 = run / "models" / rows[("ban", "student", 1)]["model_key"]
     history = json.loads((gen1 / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert "resumed_from" not in history[0] and history[1]["resumed_from"] == 1  # continued from epoch 1's checkpoint
+    # epoch 2 continued from epoch 1's checkpoint when Train had recorded it before the kill; under load the kill can
+    # land first and the generation restarts from its beginning (seen in CI): never from anywhere else
+    assert "resumed_from" not in history[0] and history[1].get("resumed_from") in (None, 1)
     board = EventAccumulator(str(run / "tensorboard" / "A" / "ban-s0" / "gen1"))
     board.Reload()
     assert [e.step for e in board.Scalars("test/error")] == [1, 2]
