@@ -28,17 +28,43 @@ REJECTED = [
     ({"lr_decay": 5}, "lr_decay must be in (0, 1]"),
     ({"warmup_fraction": 1.0}, "warmup_fraction must be in [0, 1)"),
     ({"warmup_fraction": -0.1}, "warmup_fraction must be in [0, 1)"),
-    ({"schedule": "step"}, "schedule must be one of multistep, onecycle, onecycle-cosine, cosine, constant, plateau, got 'step'"),
-    ({"precision": "fp8"}, "precision must be one of auto, bf16, fp16, tf32, fp32, got 'fp8'"),
-    ({"precision": True}, "recipe key precision must be a string"),
-    ({"crop_padding_mode": "edge"}, "crop_padding_mode must be one of reflect, zeros, got 'edge'"),
     ({"crop_padding": -4}, "crop_padding must be >= 0 pixels"),
-    ({"sync_batchnorm": "auto"}, "recipe key sync_batchnorm must be true or false"),
     ({"eval_batch_size": 0}, "eval_batch_size must be a positive integer"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"grad_clip": -1.0}, "grad_clip must be >= 0"),
-    ({"presicion": "fp32"}, "unknown recipe key(s) presicion"),
 ]
+
+
+# wrong keys and types: the schema (pydantic) names the key path itself
+MISTYPED = [
+    ({"schedule": "step"}, "recipe.schedule: must be one of 'multistep', 'onecycle', 'onecycle-cosine', 'cosine', "
+                           "'constant' or 'plateau', got 'step'; use one of those"),
+    ({"precision": "fp8"}, "recipe.precision: must be one of 'auto', 'bf16', 'fp16', 'tf32' or 'fp32', got 'fp8'"),
+    ({"precision": True}, "recipe.precision: must be one of"),
+    ({"crop_padding_mode": "edge"}, "recipe.crop_padding_mode: must be one of 'reflect' or 'zeros', got 'edge'"),
+    ({"sync_batchnorm": "auto"}, "recipe.sync_batchnorm: must be true or false, got 'auto'; write true or false"),
+    ({"epochs": 2.5}, "recipe.epochs: must be an integer, got 2.5"),
+    ({"lr": "0.1"}, "recipe.lr: must be a number, got '0.1'"),
+    ({"lr": float("nan")}, "recipe.lr: must be a finite number, got nan"),
+    ({"lr_milestones": [0.3, True]}, "recipe.lr_milestones[1]: must be a number, got True"),
+    ({"presicion": "fp32"}, "recipe.presicion: unknown key; did you mean 'precision'?"),
+]
+
+
+@pytest.mark.parametrize("recipe,expected", MISTYPED, ids=[repr(r) for r, _ in MISTYPED])
+def test_mistyped_recipes_name_the_key_path(recipe, expected):
+    with pytest.raises(spaces.SpaceError) as error:
+        spaces.expand(space(**recipe), "mine.yaml")
+    message = str(error.value)
+    assert message.startswith("mine.yaml: ") and expected in message and "\n" not in message
+
+
+def test_recipe_from_dict_names_the_key_for_code_that_builds_one():
+    with pytest.raises(ValueError, match=r"^unknown recipe key lr_milestone; did you mean 'lr_milestones'\?$"):
+        Recipe.from_dict({"lr_milestone": [0.5]})
+    with pytest.raises(ValueError, match=r"^recipe key batch_size must be an integer, got '64'"):
+        Recipe.from_dict({"batch_size": "64"})
+    assert Recipe.from_dict({"lr": 1}).lr == 1.0 and isinstance(Recipe.from_dict({"lr": 1}).lr, float)
 
 
 @pytest.mark.parametrize("recipe,expected", REJECTED, ids=[repr(r) for r, _ in REJECTED])
@@ -55,7 +81,7 @@ def test_row_and_preset_recipes_are_checked_too():
     with pytest.raises(spaces.SpaceError, match=r"rows\[0\].recipe: nesterov needs momentum"):
         spaces.expand(raw, "mine.yaml")
     raw = {**space(), "presets": {"smoke": {"recipe": {"precision": "half"}}}}
-    with pytest.raises(spaces.SpaceError, match="precision must be one of"):
+    with pytest.raises(spaces.SpaceError, match=r"presets.smoke.recipe.precision: must be one of .*got .half."):
         spaces.expand(raw, "mine.yaml", "smoke")
 
 

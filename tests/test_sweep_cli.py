@@ -223,7 +223,7 @@ def test_independent_models_are_generation_0_roots_trained_once_each(tmp_path):
 
 @pytest.mark.parametrize("change,expected", [
     ({"independent": 1}, "independent: must be the size of an ensemble (2 or more"),
-    ({"independent": "3"}, "independent: must be the size of an ensemble"),
+    ({"independent": "3"}, "rows[0].chains.ban.independent: must be an integer, got '3'; e.g. independent: 3"),
     ({"baseline": True, "loss": "label", "independent": 2}, "a baseline has no ensemble to partner"),
 ])
 def test_bad_independent_options_are_one_line(tmp_path, change, expected):

@@ -10,11 +10,12 @@ Exit codes: 0 success, 1 a chain failed (the others still finish), 2 bad input.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Optional
 
-from ray_ban.config import spaces
+from ray_ban.config import schema, spaces
 from ray_ban.config.spaces import SpaceError, SweepPlan
 from ray_ban.data import DataError, check_dataset, num_classes_of
 from ray_ban.errors import UsageError, one_line
@@ -37,6 +38,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = OneLineParser(prog="python -m ray_ban.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("table", nargs="?", help="a table name (see --list) or a path to a search-space YAML file")
     parser.add_argument("--list", action="store_true", help="list the shipped tables and exit")
+    parser.add_argument("--schema", action="store_true",
+                        help="print the JSON Schema of a search-space file (for an editor's completion and checks) and exit")
     parser.add_argument("--preset", default="paper", help="named preset of the space (paper, smoke, ...)")
     parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir or URI>, synthetic, synthetic-100")
     parser.add_argument("--label-column", help="the label column of a parquet: dataset (default: label, else fine_label, else the only one)")
@@ -102,7 +105,7 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
         overrides["generations"] = args.generations
     if args.seeds is not None:
         try:
-            overrides["seeds"] = spaces.parse_seeds(args.seeds)
+            overrides["seeds"] = schema.parse_seeds(args.seeds)
         except ValueError as error:
             raise UsageError(f"--seeds must be comma-separated integers or ranges such as 0-4 or 0-2,7, got "
                              f"'{args.seeds}': {error}") from None
@@ -226,6 +229,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.list:
             for name in spaces.table_names():
                 print(name)
+            return EXIT_OK
+        if args.schema:
+            print(json.dumps(schema.json_schema(), indent=2))
             return EXIT_OK
         if not args.table:
             raise UsageError("name a table (see --list) or a search-space file, e.g. python -m ray_ban.sweep table5 --preset smoke")

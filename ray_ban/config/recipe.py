@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 
@@ -111,16 +111,20 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "Recipe":
-        """Build from plain data, rejecting unknown keys so that typos cannot pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown recipe key(s) {', '.join(unknown)}: known keys are {', '.join(sorted(known))}")
-        typed = {}
-        for f in fields(cls):
-            if f.name in values:
-                typed[f.name] = _coerce(f.name, values[f.name], f.default)
-        return cls(**typed)
+        """Build from plain data, typed by ``schema.RecipeValues``: unknown keys and wrong types are refused
+        (ints stay ints, bools stay bools), so that typos cannot pass silently."""
+        from pydantic import ValidationError
+
+        from ray_ban.config.schema import RecipeValues, first_problem
+
+        try:
+            given = RecipeValues.model_validate(dict(values)).model_dump(exclude_unset=True)
+        except ValidationError as error:
+            key, problem, fix = first_problem(error, RecipeValues)
+            if problem == "unknown key":
+                raise ValueError(f"unknown recipe key {key}; {fix}") from None
+            raise ValueError(f"recipe key {key} {problem}; {fix}") from None
+        return cls(**given)
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -129,29 +133,6 @@ class Recipe:
 
     def replace(self, **changes: Any) -> "Recipe":
         return Recipe.from_dict({**self.to_dict(), **changes})
-
-
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """Check the type of one recipe value against its default (ints stay ints, bools stay bools)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"recipe key {name} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"recipe key {name} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"recipe key {name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"recipe key {name} must be a list of numbers, got {value!r}")
-        return tuple(value)
-    if not isinstance(value, str):
-        raise ValueError(f"recipe key {name} must be a string, got {value!r}")
-    return value
 
 
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:

@@ -13,27 +13,22 @@ import hashlib
 import json
 import re
 import zlib
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+from pydantic import ValidationError
 
 from ray_ban.config.cell_refs import CELL_METRICS, parse_cell  # noqa: F401 (CELL_METRICS re-exported)
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
+from ray_ban.config.schema import SpaceFile, first_problem, seed_list
 
 # the shipped tables are package data (also reached as ./search_spaces in a checkout): an installed
 # wheel lists and loads them from any folder
 SPACES_DIR = Path(str(resources.files("ray_ban") / "search_spaces"))
-TOP_KEYS = {"name", "description", "dataset", "seeds", "recipe", "columns", "rows", "presets", "validation_size",
-            "train_subset", "test_subset", "search", "model_kwargs", "reference"}
-PRESET_KEYS = {"description", "dataset", "recipe", "architectures", "model_kwargs", "seeds", "generations",
-               "validation_size", "train_subset", "test_subset", "rows", "resources", "search"}
-ROW_KEYS = {"row", "teacher", "chains", "paper", "model_kwargs", "recipe"}
-CHAIN_KEYS = {"student", "loss", "loss_params", "generations", "ensembles", "baseline", "model_kwargs", "independent"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -208,46 +203,47 @@ def load(table_or_file: str, preset: str = "paper", overrides: Optional[dict] = 
 
 
 def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[dict] = None) -> SweepPlan:
-    """Validate a parsed space and expand it into chains (separate from ``load`` so it can be fuzzed)."""
+    """Validate a parsed space and expand it into chains (separate from ``load`` so it can be fuzzed).
+
+    The file's shape (keys, types) is checked by ``schema.SpaceFile``; what follows checks what spans keys."""
     where = _Where(source)
     overrides = overrides or {}
-    where.keys(raw, TOP_KEYS, "top level")
-    name = where.string(raw.get("name", Path(source).stem), "name")
-    presets = where.mapping(raw.get("presets", {}), "presets")
+    try:
+        SpaceFile.model_validate(raw)
+    except ValidationError as error:
+        where.fail(*first_problem(error))
+    name = raw.get("name") or Path(source).stem
+    presets = raw.get("presets") or {}
     if preset != "paper" and preset not in presets:
         where.fail("presets", f"no preset '{preset}'", f"use one of paper, {', '.join(presets) or '(none defined)'}")
-    chosen = where.mapping(presets.get(preset, {}), f"presets.{preset}")
-    where.keys(chosen, PRESET_KEYS, f"presets.{preset}")
+    chosen = presets.get(preset) or {}
 
-    file_recipe = where.mapping(raw.get("recipe", {}), "recipe")
-    preset_recipe = where.mapping(chosen.get("recipe", {}), f"presets.{preset}.recipe")
+    file_recipe = raw.get("recipe") or {}
+    preset_recipe = chosen.get("recipe") or {}
     try:
         recipe = Recipe.from_dict({**file_recipe, **preset_recipe})
     except ValueError as error:
         where.fail("recipe", str(error), "correct the recipe values")
 
     dataset = overrides.get("dataset") or chosen.get("dataset") or raw.get("dataset")
-    dataset = where.string(dataset, "dataset")
+    if not dataset:
+        where.fail("dataset", "is missing", "name the dataset, e.g. dataset: cifar100 (or pass --dataset)")
     if overrides.get("seeds"):
         seeds = list(overrides["seeds"])
     else:
-        at = f"presets.{preset}.seeds" if "seeds" in chosen else "seeds"
-        seeds = _seeds(where, at, chosen["seeds"] if "seeds" in chosen else raw.get("seeds", [0]))
-    architectures = where.mapping(chosen.get("architectures", {}), f"presets.{preset}.architectures")
+        seeds = seed_list(chosen.get("seeds") or raw.get("seeds") or [0])
+    architectures = chosen.get("architectures") or {}
     # keyword arguments per architecture name (e.g. a Table 5 student's teacher), file-wide then preset
-    arch_kwargs = {**where.mapping(raw.get("model_kwargs", {}), "model_kwargs"),
-                   **where.mapping(chosen.get("model_kwargs", {}), f"presets.{preset}.model_kwargs")}
-    for arch, kwargs in arch_kwargs.items():
-        where.mapping(kwargs, f"model_kwargs.{arch}")
+    arch_kwargs = {**(raw.get("model_kwargs") or {}), **(chosen.get("model_kwargs") or {})}
     generation_cap = overrides.get("generations", chosen.get("generations"))
     if generation_cap is not None and (not isinstance(generation_cap, int) or isinstance(generation_cap, bool) or generation_cap < 1):
         where.fail("generations", f"must be a positive integer, got {generation_cap!r}", "use 1 or more")
 
-    rows = raw.get("rows")
-    if not isinstance(rows, list) or not rows:
-        where.fail("rows", "must be a non-empty list of rows", "add rows with a teacher and chains")
+    rows = raw["rows"]
     row_filter = chosen.get("rows")
-    columns = where.mapping(raw.get("columns", {}), "columns")
+    if row_filter is not None:
+        row_filter = [str(r) for r in row_filter]
+    columns = raw.get("columns") or {}
     chains: list[Chain] = []
     paper: dict = {}
     data_key = {"dataset": dataset, **{k: chosen.get(k, raw.get(k)) for k in ("validation_size", "train_subset", "test_subset")}}
@@ -256,19 +252,17 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
         data_key["label_column"] = label_column
     for index, row in enumerate(rows):
         at = f"rows[{index}]"
-        row = where.mapping(row, at)
-        where.keys(row, ROW_KEYS, at)
-        row_name = where.name(row.get("row"), f"{at}.row")
+        row_name = where.name(str(row["row"]), f"{at}.row")
         if row_filter is not None and row_name not in row_filter:
             continue
-        paper[row_name] = where.mapping(row.get("paper", {}), f"{at}.paper")
+        paper[row_name] = row.get("paper") or {}
         for column in paper[row_name]:
             if columns and column not in columns:
                 where.fail(f"{at}.paper.{column}", "is not one of the columns", f"use one of {', '.join(columns)}")
         row_recipe, overrides = recipe, {}
         if row.get("recipe"):  # the row's own values; a preset's recipe still wins (smoke stays small)
             try:
-                row_recipe = Recipe.from_dict({**file_recipe, **where.mapping(row["recipe"], f"{at}.recipe"), **preset_recipe})
+                row_recipe = Recipe.from_dict({**file_recipe, **row["recipe"], **preset_recipe})
             except ValueError as error:
                 where.fail(f"{at}.recipe", str(error), "correct the recipe values")
             base = recipe.to_dict()
@@ -285,113 +279,60 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
 
     def number(key: str) -> Optional[int]:
         value = chosen.get(key, raw.get(key))
-        if value is None:
-            return None if key != "validation_size" else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "validation_size" else 1):
-            where.fail(key, f"must be a {'non-negative' if key == 'validation_size' else 'positive'} integer, got {value!r}", "fix the number")
-        return value
+        return (0 if key == "validation_size" else None) if value is None else value
 
     return SweepPlan(
         name=name, source=source, preset=preset, dataset=dataset, recipe=recipe, seeds=tuple(seeds),
         chains=tuple(chains), columns=dict(columns), paper=paper, validation_size=number("validation_size"),
         train_subset=number("train_subset"), test_subset=number("test_subset"),
         search=_search_section(where, raw.get("search"), chosen.get("search"), preset),
-        resources=_resources(where, chosen.get("resources", {}), f"presets.{preset}.resources"),
+        resources=dict(chosen.get("resources") or {}),
         label_column=label_column or None,
-        reference=where.string(raw.get("reference", "paper"), "reference"),
+        reference=raw.get("reference") or "paper",
     )
-
-
-def parse_seeds(spec: str) -> list[int]:
-    """Seeds from text such as ``0-4`` or ``0-2,7``: comma-separated seeds and inclusive ranges, each once.
-
-    ValueError (one line, naming the part at fault) for anything else."""
-    seeds: list[int] = []
-    for part in str(spec).split(","):
-        low, dash, high = (piece.strip() for piece in part.partition("-"))
-        if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"'{part.strip()}' is neither a seed nor a range such as 0-4")
-        first, last = int(low), int(high) if dash else int(low)
-        if last < first:
-            raise ValueError(f"the range '{part.strip()}' runs backwards; write {last}-{first}")
-        seeds.extend(range(first, last + 1))
-    repeated = sorted(seed for seed, times in Counter(seeds).items() if times > 1)
-    if repeated:
-        raise ValueError(f"seed {repeated[0]} is given twice")
-    return seeds
-
-
-def _seeds(where, at: str, value: Any) -> list[int]:
-    """A space file's seeds: a list, a count N (seeds 0..N-1) or the text of ``parse_seeds``."""
-    fix = "write e.g. seeds: [0, 1, 2], seeds: 5 (seeds 0..4) or seeds: '0-2,7'"
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            where.fail(at, f"a count of seeds must be at least 1, got {value}", fix)
-        return list(range(value))
-    if isinstance(value, str):
-        try:
-            return parse_seeds(value)
-        except ValueError as error:
-            where.fail(at, str(error), fix)
-    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
-        where.fail(at, f"must be a non-empty list of non-negative integers, a count or a range, got {value!r}", fix)
-    if len(set(value)) != len(value):
-        where.fail(at, f"lists a seed twice ({value!r})", "give every seed once")
-    return list(value)
 
 
 def _search_section(where, file_search: Any, preset_search: Any, preset: str) -> dict:
     """The raw ``search:`` mapping with the preset's laid over it (``ray_ban.config.search`` validates it)."""
-    base = where.mapping(file_search, "search")
-    over = where.mapping(preset_search, f"presets.{preset}.search")
+    base, over = file_search or {}, preset_search or {}
     merged = {**base, **over}
     if isinstance(base.get("space"), dict) and isinstance(over.get("space"), dict):
         merged["space"] = {**base["space"], **over["space"]}
     return merged
 
 
-def _resources(where, spec: Any, at: str) -> dict:
-    """A preset's default resources per chain worker (the command line overrides them)."""
-    spec = where.mapping(spec, at)
-    where.keys(spec, {"cpus_per_worker"}, at)
-    value = spec.get("cpus_per_worker", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        where.fail(f"{at}.cpus_per_worker", f"must be a positive number, got {value!r}", "e.g. 0.5 to run two tiny chains per core")
-    return dict(spec)
-
-
 def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, recipe, data_key, generation_cap) -> list[Chain]:
     """Expand one row for one seed: its shared teacher, its chains and baselines."""
     teacher_arch = row.get("teacher")
     if teacher_arch is not None:
-        teacher_arch = architectures.get(where.string(teacher_arch, f"{at}.teacher"), teacher_arch)
-    row_kwargs = where.mapping(row.get("model_kwargs", {}), f"{at}.model_kwargs")
-    chain_specs = where.mapping(row.get("chains"), f"{at}.chains")
-    if not chain_specs:
-        where.fail(f"{at}.chains", "is empty", "add at least one chain, e.g. ban: {loss: ban, generations: 1}")
+        teacher_arch = architectures.get(teacher_arch, teacher_arch)
+    row_kwargs = row.get("model_kwargs") or {}
+    chain_specs = row["chains"]
     chains = []
     for chain_name, spec in chain_specs.items():
         cat = f"{at}.chains.{chain_name}"
         where.name(chain_name, cat)
-        spec = where.mapping(spec, cat)
-        where.keys(spec, CHAIN_KEYS, cat)
-        baseline = spec.get("baseline", False)
+        baseline = bool(spec.get("baseline"))
         if baseline and spec.get("independent"):
             where.fail(f"{cat}.independent", "a baseline has no ensemble to partner", "move independent to a distilled chain")
-        student = where.string(spec.get("student", row.get("teacher")), f"{cat}.student")
-        student = where.string(architectures.get(student, student), f"{cat}.student")
-        kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **where.mapping(spec.get("model_kwargs", {}), f"{cat}.model_kwargs")}
-        loss = spec.get("loss", "label" if baseline else "ban")
+        student = spec.get("student") or row.get("teacher")
+        if student is None:
+            where.fail(f"{cat}.student", "is missing, and the row has no teacher to be born again from",
+                       "name the student architecture, e.g. student: wrn-16-2")
+        student = architectures.get(student, student)
+        kwargs = {**arch_kwargs.get(student, {}), **row_kwargs, **(spec.get("model_kwargs") or {})}
+        loss = spec.get("loss") or ("label" if baseline else "ban")
         if loss not in LOSS_NAMES:
             close = difflib.get_close_matches(str(loss), list(LOSS_NAMES), n=1)
             where.fail(f"{cat}.loss", f"unknown loss '{loss}'" + (f" (did you mean {close[0]}?)" if close else ""), f"use one of {', '.join(LOSS_NAMES)}")
-        loss_params = where.mapping(spec.get("loss_params", {}), f"{cat}.loss_params")
+        loss_params = spec.get("loss_params") or {}
         try:
             check_loss_params(loss, loss_params)
         except ValueError as error:
             where.fail(f"{cat}.loss_params", str(error), "remove or rename the parameter")
-        generations = spec.get("generations", 0 if baseline else 1)
-        if not isinstance(generations, int) or isinstance(generations, bool) or generations < (0 if baseline else 1):
+        generations = spec.get("generations")
+        generations = (0 if baseline else 1) if generations is None else generations
+        if generations < (0 if baseline else 1):
             where.fail(f"{cat}.generations", f"must be a positive integer, got {generations!r}", "use 1 or more")
         if generation_cap is not None and not baseline:
             generations = generation_cap
@@ -404,7 +345,6 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
             continue
         if teacher_arch is None:
             where.fail(f"{at}.teacher", "is missing", "name the teacher architecture, e.g. teacher: densenet-90-60")
-        teacher_arch = where.string(teacher_arch, f"{at}.teacher")
         teacher_kwargs = {**arch_kwargs.get(teacher_arch, {}), **row_kwargs}
         root = _training(teacher_arch, "label", {}, _derive_seed(seed, teacher_arch, "teacher"), 0, "teacher", None,
                          teacher_kwargs, recipe, data_key)
@@ -414,8 +354,8 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
                                  previous.key, kwargs, recipe, data_key)
             distilled.append(previous)
         ensembles = _ensembles(where, f"{cat}.ensembles", spec.get("ensembles"), generations)
-        count = spec.get("independent", 0)
-        if not isinstance(count, int) or isinstance(count, bool) or count == 1 or count < 0:
+        count = spec.get("independent") or 0
+        if count == 1:
             where.fail(f"{cat}.independent", f"must be the size of an ensemble (2 or more, or 0 for none), got {count!r}",
                        "e.g. independent: 3 beside ens3")
         # fresh seeds per (sweep seed, architecture, index): chains of the same student share them, like a teacher
@@ -430,9 +370,8 @@ def _ensembles(where, at: str, spec: Any, generations: int) -> dict:
     """Default: Ens*k averages generations 1..k for k = 2..K; or explicit {name: [generations]}."""
     if spec is None:
         return {f"ens{k}": list(range(1, k + 1)) for k in range(2, generations + 1)}
-    spec = where.mapping(spec, at)
     for name, members in spec.items():
-        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, int) and 0 <= m <= generations for m in members):
+        if len(members) < 2 or any(m > generations for m in members):
             where.fail(f"{at}.{name}", f"must list two or more generations between 0 and {generations}, got {members!r}", "e.g. ens3: [1, 2, 3]")
     return {name: list(members) for name, members in spec.items()}
 
@@ -494,27 +433,7 @@ class _Where:
     def fail(self, key: str, problem: str, fix: str):
         raise SpaceError(f"{self.source}: {key}: {problem}; {fix}")
 
-    def keys(self, mapping: dict, allowed: set, at: str) -> None:
-        for key in mapping:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
-                self.fail(f"{at}.{key}", "unknown key", hint)
-
-    def mapping(self, value: Any, at: str) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(at, f"must be a mapping, got {type(value).__name__}", "write key: value pairs")
-        return value
-
-    def string(self, value: Any, at: str) -> str:
-        if not isinstance(value, str) or not value:
-            self.fail(at, f"must be a non-empty string, got {value!r}", "write a name")
-        return value
-
-    def name(self, value: Any, at: str) -> str:
-        value = self.string(value if not isinstance(value, (int, float)) or isinstance(value, bool) else str(value), at)
+    def name(self, value: str, at: str) -> str:
         if not NAME_PATTERN.match(value):
             self.fail(at, f"'{value}' is not a usable name", "use letters, digits and . _ + - only")
         return value
