@@ -132,6 +132,17 @@ def optuna_searcher_holds_its_study(searcher_class: Any) -> None:
     assert searcher._ot_study is not None and searcher._ot_study.trials == [], vars(searcher)
 
 
+def snapshot_lists_recorded_checkpoints(name: Any) -> None:
+    """The checkpoint manager's snapshot is still a JSON file of that name whose checkpoint_results hold each
+    recorded checkpoint's folder name (what chain_worker.recorded_checkpoints reads)."""
+    from ray.train.v2._internal.execution.checkpoint.checkpoint_manager import CheckpointManager
+
+    assert name == "checkpoint_manager_snapshot.json", name
+    source = inspect.getsource(CheckpointManager._save_state)
+    assert "checkpoint_results=" in source and "checkpoint_dir_name" in inspect.getsource(
+        importlib.import_module(CheckpointManager.__module__)), "the snapshot no longer lists checkpoint_results by folder name"
+
+
 def is_property(obj: Any) -> None:
     assert isinstance(obj, property), f"{obj!r} is no longer a property"
 
@@ -176,6 +187,12 @@ CONTRACT: list[Internal] = [
         "ray/train/v2/_internal/execution/controller/controller.py, where the watcher is started",
         seen_as=("$RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",),
         shape=env_knob("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "ray.train.v2._internal.constants:ENV_VARS_TO_PROPAGATE")),
+    Internal(
+        "ray.train.v2._internal.constants:CHECKPOINT_MANAGER_SNAPSHOT_FILENAME", ("ray_ban/orchestration/chain_worker.py",),
+        "the fault-injection test hook waits until Train has recorded a checkpoint before its worker kills itself, "
+        "so the resume tests can require that the generation resumed from it",
+        "ray/train/v2/_internal/execution/checkpoint/checkpoint_manager.py (_save_state, _write_state_to_storage)",
+        shape=snapshot_lists_recorded_checkpoints),
     Internal(
         "ray.tune.constants:TUNE_ENV_VARS", ("ray_ban/orchestration/sweep.py",),
         "no CSV/JSON/TensorBoard logger callbacks per trial (the sweep writes its own results)",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,6 @@ from ray_ban.config.recipe import Recipe
 from ray_ban.config.spaces import Training
 from ray_ban.store import RunStore
 
-FAULT_ENV = "RAY_BAN_FAULT"  # "GENERATION:EPOCH[:RANK]": that rank SIGKILLs itself once after that epoch
 AUDIT_ENV = "RAY_BAN_AUDIT_DIR"  # a folder: every rank records its shard per epoch and final weight digests
 
 
@@ -134,10 +132,9 @@ def run_chain(
                 history.append({**report.to_dict(), **({"resumed_from": resumed_from} if resumed_from else {})})
                 if log is not None:
                     log.epoch(history[-1])
-                on_epoch(training, report, generation.state_dict, history)
                 audit(f"{training.key}/rank{rank}-epoch{report.epoch}.json",
                        lambda: generation.train_loader.shard_indices().tolist())
-                _maybe_inject_fault(store, training, report.epoch, rank)
+                on_epoch(training, report, generation.state_dict, history)
         except NonFiniteLoss as error:
             message = f"{training.key} (generation {training.generation}): {error}"
             if rank == 0:
@@ -146,7 +143,7 @@ def run_chain(
                 log.finish(None, failed=True)
             return message
         if rank == 0:
-            summary = summarize(training, generation, history)
+            summary = summarize(training, generation, history, resumed_from)
             store.save_model(training.key, generation.student.state_dict(), generation.test_predictions(),
                              history, summary)
             if log is not None:
@@ -159,8 +156,9 @@ def run_chain(
     return None
 
 
-def summarize(training: Training, generation, history: list[dict]) -> dict:
-    """The final numbers of one trained model, as stored in summary.json."""
+def summarize(training: Training, generation, history: list[dict], resumed_from: Optional[int] = None) -> dict:
+    """The final numbers of one trained model, as stored in summary.json; ``resumed_from``: the epoch of the
+    checkpoint its last run continued from (None: trained in one go)."""
     last = history[-1]
     return {
         "key": training.key,
@@ -179,6 +177,7 @@ def summarize(training: Training, generation, history: list[dict]) -> dict:
         "best_val_perplexity": min((h["val_perplexity"] for h in history if h.get("val_perplexity") is not None), default=None),
         "wall_time_s": sum(h["seconds"] for h in history),
         "finished_at": time.time(),
+        "resumed_from": resumed_from,
         **environment(generation.device, generation.precision.name, generation.world_size),
     }
 
@@ -197,22 +196,6 @@ def _package_version(name: str) -> Optional[str]:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _maybe_inject_fault(store: RunStore, training: Training, epoch: int, rank: int) -> None:
-    """Test hook: with RAY_BAN_FAULT=G:E[:R], rank R is SIGKILLed once after epoch E of generation G."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    parts = [int(p) for p in spec.split(":")]
-    target_rank = parts[2] if len(parts) > 2 else 0
-    if (training.generation, epoch, rank) != (parts[0], parts[1], target_rank):
-        return
-    marker = f"faults/{training.key}-e{epoch}-r{rank}"
-    if store.exists(marker):
-        return
-    store.write_bytes(marker, b"")
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def audit(name: str, value_fn: Callable[[], object]) -> None:

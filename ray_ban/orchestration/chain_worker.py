@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator, Optional
@@ -20,6 +22,7 @@ import ray.train.collective
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 from ray_ban.core.generations import Resume, audit, prepare_data, run_chain
 from ray_ban.orchestration.placement import GROUP_KEY, current_group_id
@@ -28,6 +31,7 @@ from ray_ban.config.spaces import Training
 from ray_ban.store import RunStore
 
 CHECKPOINT_FILE = "chain_state.pt"
+FAULT_ENV = "RAY_BAN_FAULT"  # test hook, "GENERATION:EPOCH[:RANK]": that rank SIGKILLs itself once after that epoch
 GROUP_TIMEOUT = timedelta(minutes=30)  # as Ray's TorchConfig: a slow rank (data download) is not a failure
 
 
@@ -88,19 +92,21 @@ def train_chain(config: dict) -> None:
                    "chain_id": config["chain_id"], "generations": len(trainings) and trainings[-1].generation,
                    "epochs_total": recipe.epochs, GROUP_KEY: group_id}
         metrics = {k: (float("nan") if v is None else v) for k, v in metrics.items()}
+        name = f"checkpoint_{training.key}_e{epoch_report.epoch:04d}"
         if rank != 0:
             ray.train.report(metrics)
+            inject_fault(store, config["chain_id"], training, epoch_report.epoch, rank, name)
             return
-        name = f"checkpoint_{training.key}_e{epoch_report.epoch:04d}"
         if store.remote:  # object storage: upload in the background while the next epoch trains
             folder = tempfile.mkdtemp(prefix="ray-ban-ckpt-")  # Ray deletes it once uploaded
             torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name,
                              checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
+        inject_fault(store, config["chain_id"], training, epoch_report.epoch, rank, name)
 
     device = ray.train.torch.get_device()
     share = float(config["resources"].get("gpus_per_worker", 0))
@@ -110,6 +116,36 @@ def train_chain(config: dict) -> None:
         # a failure is left in the store; the trial raises it without retrying a deterministic NaN
         run_chain(trainings, teachers, recipe, data, store, device=device, resume=resume, on_epoch=report,
                   compile=config.get("compile", False), board_log=board_logs(config.get("board")))
+
+
+def recorded_checkpoints(store: RunStore, chain_id: str) -> set[str]:
+    """The checkpoint folders Train's controller has recorded for a chain's run: what a restart resumes from
+    (its checkpoint manager's snapshot in the run folder; a snapshot being rewritten reads as none yet)."""
+    path = f"ray/{chain_id}/{CHECKPOINT_MANAGER_SNAPSHOT_FILENAME}"
+    try:
+        snapshot = store.read_json(path) if store.exists(path) else {}
+    except (OSError, ValueError):
+        return set()
+    return {result["checkpoint_dir_name"] for result in snapshot.get("checkpoint_results", [])}
+
+
+def inject_fault(store: RunStore, chain_id: str, training: Training, epoch: int, rank: int, checkpoint: str) -> None:
+    """Test hook: with RAY_BAN_FAULT=G:E[:R], rank R SIGKILLs itself once after epoch E of generation G, and only
+    once Train has recorded that epoch's checkpoint, so that the restarted group must resume from it."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    parts = [int(p) for p in spec.split(":")]
+    if (training.generation, epoch, rank) != (parts[0], parts[1], parts[2] if len(parts) > 2 else 0):
+        return
+    marker = f"faults/{training.key}-e{epoch}-r{rank}"
+    if store.exists(marker):
+        return
+    deadline = time.monotonic() + 120  # bounded: a checkpoint never recorded then shows as a fresh restart
+    while checkpoint not in recorded_checkpoints(store, chain_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    store.write_bytes(marker, b"")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def board_logs(board: Optional[dict]):

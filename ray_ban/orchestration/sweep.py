@@ -166,7 +166,8 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
     import ray
 
     from ray_ban.orchestration.chain import DRIVER_RESOURCE
-    from ray_ban.core.generations import AUDIT_ENV, FAULT_ENV
+    from ray_ban.core.generations import AUDIT_ENV
+    from ray_ban.orchestration.chain_worker import FAULT_ENV
     from ray_ban.results.tables import write_results
     from ray_ban.results.tensorboard_runs import board_root, write_ensemble_runs
 
