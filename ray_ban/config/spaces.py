@@ -22,6 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from ray_ban.config.cell_refs import CELL_METRICS, parse_cell  # noqa: F401 (CELL_METRICS re-exported)
+from ray_ban.config.family_versions import bumped_versions
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
 
@@ -54,6 +55,9 @@ class Training:
     role: str  # teacher | student | baseline | independent (a label-only twin of a chain's student)
     teacher_key: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
+    # sha256 of everything that determines the model (the key holds a 10-digit prefix of another hash
+    # of it): what a teacher bank entry is checked against before it is reused
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -438,11 +442,18 @@ def _ensembles(where, at: str, spec: Any, generations: int) -> dict:
 
 
 def _training(architecture, loss, loss_params, seed, generation, role, teacher_key, kwargs, recipe, data_key) -> Training:
+    """A model and its key: a hash of everything that determines it (architecture and its arguments, loss,
+    seed, teacher, recipe with its precision, data with its subsets, the family's code versions)."""
     identity = {"architecture": architecture, "loss": loss, "loss_params": loss_params, "seed": seed,
                 "teacher": teacher_key, "model_kwargs": kwargs, "recipe": recipe.to_dict(), "data": data_key}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    versions = bumped_versions(architecture)
+    if versions:  # version 1 is implicit, so the keys of models trained before versions existed stay as they were
+        identity["family_versions"] = versions
+    text = json.dumps(identity, sort_keys=True)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
     key = f"{architecture}-{loss.replace('+', 'p')}-s{seed}-{digest}"
-    return Training(key, architecture, loss, dict(loss_params), seed, generation, role, teacher_key, dict(kwargs))
+    return Training(key, architecture, loss, dict(loss_params), seed, generation, role, teacher_key, dict(kwargs),
+                    hashlib.sha256(text.encode()).hexdigest())
 
 
 def _derive_seed(seed: int, *names: str) -> int:
