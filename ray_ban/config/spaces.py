@@ -22,6 +22,7 @@ from typing import Any, Optional
 import yaml
 
 from ray_ban.config.cell_refs import CELL_METRICS, parse_cell  # noqa: F401 (CELL_METRICS re-exported)
+from ray_ban.config.dataset_names import is_text
 from ray_ban.config.family_versions import bumped_versions
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
@@ -75,6 +76,9 @@ class Chain:
     # ``independent: k``: k label-only models of the student architecture with their own seeds, trained
     # once each like a teacher; their ensembles ind2..indk are the fair partners of Ens*2..Ens*k
     independent: tuple[Training, ...] = ()
+    # ``generations: {max, patience, metric}``: the chain ends once ``patience`` generations in a row fail
+    # to improve ``metric`` (a validation metric) on the best of its lineage so far; empty: all generations
+    stopping: dict = field(default_factory=dict)
 
     @property
     def trainings(self) -> tuple[Training, ...]:
@@ -286,6 +290,7 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     _check_unique(where, chains)
     for label, cell in columns.items():
         _check_cell(where, f"columns.{label}", cell, chains)
+    _check_stopping_data(where, chains, dataset, chosen.get("validation_size", raw.get("validation_size")))
 
     def number(key: str) -> Optional[int]:
         value = chosen.get(key, raw.get(key))
@@ -395,6 +400,9 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         except ValueError as error:
             where.fail(f"{cat}.loss_params", str(error), "remove or rename the parameter")
         generations = spec.get("generations", 0 if baseline else 1)
+        stopping = {}
+        if isinstance(generations, dict) and not baseline:
+            generations, stopping = _stopping(where, f"{cat}.generations", generations, data_key["dataset"])
         if not isinstance(generations, int) or isinstance(generations, bool) or generations < (0 if baseline else 1):
             where.fail(f"{cat}.generations", f"must be a positive integer, got {generations!r}", "use 1 or more")
         if generation_cap is not None and not baseline:
@@ -426,8 +434,34 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         independent = tuple(_training(student, "label", {}, _derive_seed(seed, student, "independent", str(i)), 0,
                                       "independent", None, kwargs, recipe, data_key) for i in range(count))
         chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, tuple(distilled), ensembles,
-                            independent=independent))
+                            independent=independent, stopping=stopping))
     return chains
+
+
+STOP_KEYS = {"max", "patience", "metric"}
+STOP_METRICS = ("val_error", "val_perplexity")  # validation only: stopping never reads a test metric
+
+
+def _stopping(where, at: str, spec: dict, dataset: str) -> tuple[int, dict]:
+    """``generations: {max: 5, patience: 1, metric: val_error}`` -> (5, {"patience": 1, "metric": "val_error"})."""
+    where.keys(spec, STOP_KEYS, at)
+    maximum, patience = spec.get("max"), spec.get("patience", 1)
+    for name, value in (("max", maximum), ("patience", patience)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            where.fail(f"{at}.{name}", f"must be a positive integer, got {value!r}", "e.g. generations: {max: 5, patience: 1}")
+    metric = spec.get("metric", "val_perplexity" if is_text(dataset) else "val_error")
+    if metric not in STOP_METRICS:
+        where.fail(f"{at}.metric", f"'{metric}' is not a validation metric", f"use one of {', '.join(STOP_METRICS)}")
+    return maximum, {"patience": patience, "metric": metric}
+
+
+def _check_stopping_data(where, chains: list[Chain], dataset: str, validation_size: Any) -> None:
+    """A chain that stops by itself selects on validation data, never on the test set (as a search does)."""
+    stopping = next((c for c in chains if c.stopping), None)
+    if stopping is not None and not validation_size and not is_text(dataset):
+        where.fail(f"row {stopping.row}, chain {stopping.name}: generations",
+                   "stops on a validation metric, and this plan holds out no validation split",
+                   "set validation_size (e.g. validation_size: 5000) or give generations as a number")
 
 
 def _ensembles(where, at: str, spec: Any, generations: int) -> dict:

@@ -321,8 +321,8 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
         max_concurrent, resources, requested = size_sweep(args, len(roots) + len(chains))  # settles GPUs: before configs
         root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], store.location, args, metric, board_runs)
                         for t in roots]
-        chain_configs = [trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
-                                      board_runs) for c in chains]
+        chain_configs = [{**trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
+                                         board_runs), "stopping": c.stopping} for c in chains]
         what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chain{'s' * (len(plan.chains) != 1)}"
         print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; Ray logs in {log_path}",
               file=terminal, flush=True)
