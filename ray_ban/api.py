@@ -57,6 +57,7 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
 
 def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = None, **values: Any) -> Results:
     """Train a sweep (a table name or a space file) and return its results; ``stream`` gets the progress lines."""
+    from ray_ban.cli.bank_option import teacher_bank
     from ray_ban.cli.sweep import plan_from_args, validate_plan
     from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
     from ray_ban.results.run_folder import prepare_run_dir, run_location
@@ -65,6 +66,7 @@ def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = 
     args = options(space, preset, **values)
     plan = plan_from_args(args)
     validate_plan(plan, args)
+    args.teacher_bank = teacher_bank(args)
     store = RunStore(run_location(args.out, plan.name))
     prepare_run_dir(store, plan, args.resume, args.overwrite)
     if "ray" not in sys.modules and ray_address(args) != "local":

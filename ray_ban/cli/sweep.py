@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Optional
 
+from ray_ban.cli.bank_option import teacher_bank
 from ray_ban.config import spaces
 from ray_ban.config.spaces import SpaceError, SweepPlan
 from ray_ban.data import DataError, check_dataset, num_classes_of
@@ -67,6 +68,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of this sweep first")
     parser.add_argument("--dry-run", action="store_true", help="validate everything and print the plan; train nothing")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students")
+    parser.add_argument("--teachers", help="the teacher bank: a folder or storage URI of finished generation-0 models "
+                                           "that every sweep reuses instead of training them (default "
+                                           "~/.cache/ray-ban/teachers for a local run, none on a joined cluster; "
+                                           "'none' turns it off)")
     group = parser.add_argument_group("hyperparameter search (or a search: section in the file)")
     group.add_argument("--search", action="append", default=[], metavar="NAME=SPEC",
                        help="search a parameter, e.g. lr=loguniform:0.02:0.2 or label_weight=grid:0,0.5,1 (repeatable)")
@@ -231,6 +236,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UsageError("name a table (see --list) or a search-space file, e.g. python -m ray_ban.sweep table5 --preset smoke")
         plan = plan_from_args(args)
         validate_plan(plan, args)
+        args.teacher_bank = teacher_bank(args)
         if args.dry_run:
             print(describe_plan(plan))
             return EXIT_OK

@@ -131,6 +131,17 @@ class Recipe:
         return Recipe.from_dict({**self.to_dict(), **changes})
 
 
+def precision_on(name: str, device_type: str) -> str:
+    """What a recipe's ``precision`` runs as on a device type (``cuda`` or ``cpu``): ``auto`` is bf16 on
+    CUDA and fp32 elsewhere, ``tf32`` is fp32 off CUDA. Torch-free, so a Tune trial (which never imports
+    torch) can name a model's precision; ``precision.resolve`` builds on it."""
+    if name == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    if name == "tf32" and device_type != "cuda":
+        return "fp32"
+    return name
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
     """Check the type of one recipe value against its default (ints stay ints, bools stay bools)."""
     if isinstance(default, bool):

@@ -267,7 +267,8 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
         cells = [r["row"], r["chain"] or "", r["role"], r["generation"], r["architecture"], r["loss"], r["seed"],
                  _num(r["final_test_error"]), _num(r["best_test_error"]), _num(r["agreement"]),
                  *([_num(r.get("val_perplexity")), _num(r.get("test_perplexity"))] if language else []),
-                 r["status"] + (f": {r['message']}" if r["message"] else "")]
+                 r["status"] + (" (reused from the teacher bank)" if r.get("reused_from") else "")
+                 + (f": {r['message']}" if r["message"] else "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
