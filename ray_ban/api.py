@@ -34,6 +34,10 @@ class Results:
         return self.table.to_pandas()
 
 
+# the command line's own options: listing, and the dry run with its plan in GPU-hours
+CLI_ONLY = ("table", "list", "dry_run", "gpus", "gpu_price")
+
+
 def options(space: str | Path, preset: str = "paper", **values: Any):
     """The sweep options for ``space``: the command line's defaults with ``values`` laid over them."""
     from ray_ban.cli.sweep import gpu_amount, parse_args
@@ -41,9 +45,9 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
     args = parse_args([str(space)])
     args.preset = preset
     for name, value in values.items():
-        if name in ("table", "list", "dry_run") or not hasattr(args, name):
+        if name in CLI_ONLY or not hasattr(args, name):
             raise TypeError(f"run() got an unknown option {name!r}; options are the command line's long options "
-                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in ('table', 'list', 'dry_run')))}")
+                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in CLI_ONLY))}")
         setattr(args, name, value)
     if isinstance(args.gpus_per_worker, str):
         args.gpus_per_worker = gpu_amount(args.gpus_per_worker)
