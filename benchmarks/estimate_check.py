@@ -1,9 +1,9 @@
 """How good is the --dry-run plan's estimate? It priced against the GPU runs already recorded.
 
 Reads the recorded H200 runs (``benchmarks/results/gpu*.json``) and prices what they trained with the
-planner's own arithmetic (``ray_ban.config.gpu_cost``: the shipped throughput table, FLOPs on the meta
-device, ``ray_ban.models.flops``, for architectures not in it), then writes estimate, measured and measured / estimate to
-``benchmarks/results/estimate_check.json``. Needs no GPU: the measurements are the recorded ones.
+planner's own arithmetic (``ray_ban.config.gpu_cost``: the shipped throughput table, FLOPs on the
+meta device, ``ray_ban.models.flops``, for architectures not in it), then writes estimate, measured and
+measured / estimate to ``benchmarks/results/estimate_check.json``. Needs no GPU: the measurements are the recorded ones.
 
 - chain runs (``gpu_chain_10ep.json``, ``gpu_chain_30ep.json``): every model's wall time on real CIFAR-10
   (``wrn-16-4``, 50,000 train / 10,000 test images, batch 256, bf16 fast path), its epochs and evaluations;

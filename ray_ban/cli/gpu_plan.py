@@ -27,7 +27,8 @@ def plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
     try:
         return _plan_lines(plan, args)
     except Exception as error:  # noqa: BLE001
-        return [f"plan in GPU-hours: not estimated ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"]
+        first = str(error).splitlines()[0] if str(error) else ""
+        return [f"plan in GPU-hours: not estimated ({type(error).__name__}: {first})"]
 
 
 def _plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
@@ -43,8 +44,9 @@ def _plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
         plan, trials = replace(plan, chains=(chain_to_search(plan),)), Search(**plan.search).trials()
         notes.append(f"{trials} search trials, each priced at the template's values")
     settled = _settled(plan, args, lambda p: precision_on(p, "cuda"))
-    estimates, jobs = estimate(plan, entry, image_counts(plan), count_flops, num_classes=num_classes_of(plan.dataset) or 10,
-                               workers=args.workers, gpus_per_worker=gpus_per_worker, settled=frozenset(settled))
+    estimates, jobs = estimate(plan, entry, image_counts(plan), count_flops,
+                               num_classes=num_classes_of(plan.dataset) or 10, workers=args.workers,
+                               gpus_per_worker=gpus_per_worker, settled=frozenset(settled))
     if trials > 1:
         roots = {t.key for t in plan.roots()}
         estimates = [e if e.key in roots else replace(e, count=trials) for e in estimates]
