@@ -14,6 +14,8 @@ from typing import Iterable, Sequence
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# every benchmark sweep trains its own models: a teacher bank would turn a repeated round into a copy
+os.environ.setdefault("RAY_BAN_TEACHERS", "none")
 CIFAR_DIR = Path("/work/shared/data/cifar10-jpeg")
 
 

@@ -34,6 +34,10 @@ class Results:
         return self.table.to_pandas()
 
 
+# the command line's own options: listing, and the dry run with its plan in GPU-hours
+CLI_ONLY = ("table", "list", "dry_run", "gpus", "gpu_price")
+
+
 def options(space: str | Path, preset: str = "paper", **values: Any):
     """The sweep options for ``space``: the command line's defaults with ``values`` laid over them."""
     from ray_ban.cli.sweep import gpu_amount, parse_args
@@ -41,9 +45,9 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
     args = parse_args([str(space)])
     args.preset = preset
     for name, value in values.items():
-        if name in ("table", "list", "dry_run") or not hasattr(args, name):
+        if name in CLI_ONLY or not hasattr(args, name):
             raise TypeError(f"run() got an unknown option {name!r}; options are the command line's long options "
-                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in ('table', 'list', 'dry_run')))}")
+                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in CLI_ONLY))}")
         setattr(args, name, value)
     if isinstance(args.gpus_per_worker, str):
         args.gpus_per_worker = gpu_amount(args.gpus_per_worker)
@@ -57,6 +61,7 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
 
 def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = None, **values: Any) -> Results:
     """Train a sweep (a table name or a space file) and return its results; ``stream`` gets the progress lines."""
+    from ray_ban.cli.bank_option import teacher_bank
     from ray_ban.cli.sweep import plan_from_args, validate_plan
     from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
     from ray_ban.results.run_folder import prepare_run_dir, run_location
@@ -65,6 +70,7 @@ def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = 
     args = options(space, preset, **values)
     plan = plan_from_args(args)
     validate_plan(plan, args)
+    args.teacher_bank = teacher_bank(args)
     store = RunStore(run_location(args.out, plan.name))
     prepare_run_dir(store, plan, args.resume, args.overwrite)
     if "ray" not in sys.modules and ray_address(args) != "local":

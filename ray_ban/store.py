@@ -12,6 +12,7 @@ Layout of ``<out>/<sweep>/``::
     models/<key>/history.json  per-epoch reports
     models/<key>/summary.json  final metrics; its presence marks the model finished
     models/<key>/failed.json   why a model failed (NaN loss, ...)
+    models/<key>/skipped.json  why a planned generation was not trained (its chain stopped by itself)
     predictions/<key>.arrow    test logits as fp16 (Arrow IPC), with the labels; for a language model
                                each test token's target log-probability and top token
     results.parquet, table.md  written by ray_ban.results.tables
@@ -207,6 +208,19 @@ class RunStore:
         """The whole traceback stored with a failure (None without one)."""
         name = self.model_file(key, "failed.json")
         return self.read_json(name).get("details") if self.exists(name) else None
+
+    def skipped(self, key: str) -> Optional[dict]:
+        """Why a planned generation was not trained (its chain stopped by itself), or None."""
+        name = self.model_file(key, "skipped.json")
+        return self.read_json(name) if self.exists(name) else None
+
+    def save_skipped(self, key: str, record: dict) -> None:
+        """Mark ``key`` skipped: its chain stopped before it (``record`` says after which generation, why)."""
+        self.write_json(self.model_file(key, "skipped.json"), record)
+
+    def is_settled(self, key: str) -> bool:
+        """Finished, or skipped by its chain's stopping rule: nothing left to train."""
+        return self.is_done(key) or self.skipped(key) is not None
 
     def clear_failure(self, key: str) -> None:
         self.delete(self.model_file(key, "failed.json"))

@@ -15,6 +15,8 @@ from sweep_helpers import SPACE, run_sweep
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
 torch.set_num_threads(2)
+# every test sweep trains its own models unless it names a bank (--teachers): none shares the user's bank
+os.environ["RAY_BAN_TEACHERS"] = "none"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,6 +5,7 @@ layering of docs/architecture.md is checked on the whole graph, transitively.
 - core/ (and models/, data/) is pure PyTorch: no Ray, no orchestration, no results writers.
 - orchestration/ is the only code that imports Ray.
 - results/ reads what a sweep wrote: never the Ray layer.
+- bank/ (the teacher bank) moves stored files' bytes: no Ray, no torch, nothing above config/ and store.py.
 """
 
 import ast
@@ -103,6 +104,14 @@ def test_results_never_import_the_ray_layer(name):
     found = reachable(name)
     wrong = {n for n in found if n.startswith("ray_ban.") and layer(n) in ("orchestration", "cli")}
     assert not wrong and not external(found, "ray"), f"{name} imports {sorted(wrong)}: results are read from files"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if layer(n) == "bank"))
+def test_the_teacher_bank_is_storage_alone(name):
+    found = reachable(name)
+    wrong = {n for n in found if n.startswith("ray_ban.") and layer(n) not in ("bank", "config", "top")}
+    assert not wrong and not external(found, "ray"), f"{name} imports {sorted(wrong)}: the bank only moves files"
+    assert not external(GRAPH[name], "torch"), f"{name} imports torch: the bank copies the stored bytes as they are"
 
 
 def test_the_graph_sees_every_kind_of_import():

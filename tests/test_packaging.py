@@ -1,5 +1,6 @@
 """ray-ban as a user installs it: a wheel built from the checkout, installed apart from it, run from
-another folder (no source tree on the path): the shipped tables are package data, the console script works."""
+another folder (no source tree on the path): the shipped tables and the throughput table are package data, the
+console script works."""
 
 import os
 import subprocess
@@ -40,6 +41,7 @@ def test_the_wheel_runs_from_another_folder_without_the_source_tree(installed):
     assert listed.returncode == 0 and {"table1", "table5", "cifar10-cpu"} <= set(listed.stdout.split())
     dry = _run([sys.executable, "-m", "ray_ban.sweep", "table5", "--preset", "smoke", "--dry-run"], installed)
     assert dry.returncode == 0 and "sweep table5 (smoke preset)" in dry.stdout, dry.stdout + dry.stderr
+    assert "plan in GPU-hours on NVIDIA H200" in dry.stdout, dry.stdout  # the throughput table is package data
     assert not Path(installed[1], "runs").exists()  # a dry run writes nothing
 
 

@@ -16,7 +16,7 @@ def dry_run(capsys, *args: str) -> list[str]:
     """The dry run's parameter lines (after their header), as printed by the CLI's own main()."""
     assert sweep.main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    return out[out.index("\nparameters, ours") + 1:].splitlines()[1:]
+    return out[out.index("\nparameters, ours") + 1:].split("\n\n")[0].splitlines()[1:]  # the GPU plan follows
 
 
 def counted(table: str) -> list[tuple[dict, str, str]]:

@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Optional
 
+from ray_ban.cli.bank_option import teacher_bank
 from ray_ban.config import schema, spaces
 from ray_ban.config.spaces import SpaceError, SweepPlan
 from ray_ban.data import DataError, check_dataset, num_classes_of
@@ -70,6 +71,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="delete an existing run folder of this sweep first")
     parser.add_argument("--dry-run", action="store_true", help="validate everything and print the plan; train nothing")
     parser.add_argument("--compile", action="store_true", help="torch.compile the students")
+    parser.add_argument("--teachers", help="the teacher bank: a folder or storage URI of finished generation-0 models "
+                                           "that every sweep reuses instead of training them (default "
+                                           "~/.cache/ray-ban/teachers for a local run, none on a joined cluster; "
+                                           "'none' turns it off)")
+    plan = parser.add_argument_group("the --dry-run plan in GPU-hours")
+    plan.add_argument("--gpus", type=int, help="GPUs to plan the wall time for (default: the cluster's, else this "
+                                               "machine's, else 1)")
+    plan.add_argument("--gpu-price", type=float, help="dollars per GPU-hour, for the plan's cost")
     group = parser.add_argument_group("hyperparameter search (or a search: section in the file)")
     group.add_argument("--search", action="append", default=[], metavar="NAME=SPEC",
                        help="search a parameter, e.g. lr=loguniform:0.02:0.2 or label_weight=grid:0,0.5,1 (repeatable)")
@@ -186,7 +195,8 @@ def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
             raise UsageError(f"batch_size {batch_size} (row {chain.row}) is not divisible by --workers {args.workers}; "
                              "choose a divisor")
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
-    if local and args.gpus_per_worker != "auto" and args.gpus_per_worker > 0 and torch.cuda.device_count() == 0:
+    if (local and not args.dry_run and args.gpus_per_worker != "auto" and args.gpus_per_worker > 0
+            and torch.cuda.device_count() == 0):  # a dry run may plan GPUs this machine does not have
         # caught before anything is written; a remote cluster is checked once Ray has joined it
         raise UsageError(f"--gpus-per-worker {args.gpus_per_worker:g} asks for GPUs but this machine has none (local Ray "
                          "cluster): drop --gpus-per-worker or pass --address of a cluster with GPU nodes")
@@ -237,8 +247,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UsageError("name a table (see --list) or a search-space file, e.g. python -m ray_ban.sweep table5 --preset smoke")
         plan = plan_from_args(args)
         validate_plan(plan, args)
+        args.teacher_bank = teacher_bank(args)
         if args.dry_run:
+            from ray_ban.cli.gpu_plan import plan_lines
+
             print(describe_plan(plan))
+            print("\n" + "\n".join(plan_lines(plan, args)))
             return EXIT_OK
         store = RunStore(run_location(args.out, plan.name))
         prepare_run_dir(store, plan, args.resume, args.overwrite)

@@ -135,6 +135,17 @@ class Recipe:
         return Recipe.from_dict({**self.to_dict(), **changes})
 
 
+def precision_on(name: str, device_type: str) -> str:
+    """What a recipe's ``precision`` runs as on a device type (``cuda`` or ``cpu``): ``auto`` is bf16 on
+    CUDA and fp32 elsewhere, ``tf32`` is fp32 off CUDA. Torch-free, so a Tune trial (which never imports
+    torch) can name a model's precision; ``precision.resolve`` builds on it."""
+    if name == "auto":
+        return "bf16" if device_type == "cuda" else "fp32"
+    if name == "tf32" and device_type != "cuda":
+        return "fp32"
+    return name
+
+
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     """Multiplier of the base learning rate after ``step`` optimiser steps out of ``total_steps``."""
     progress = step / max(1, total_steps)

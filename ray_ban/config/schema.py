@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import fields
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, WithJsonSchema, create_model
 
 from ray_ban.config.recipe import Recipe
 
@@ -110,13 +110,31 @@ class Resources(_Section):
     cpus_per_worker: Annotated[float, Field(gt=0, examples=[0.5])] = 1.0
 
 
+STOP_METRICS = ("val_error", "val_perplexity")  # validation only: stopping never reads a test metric
+
+
+class StoppingRule(_Section):
+    """``generations: {max: 5, patience: 1, metric: val_error}``: the chain ends once ``patience`` generations in a
+    row fail to improve ``metric`` on the best of its lineage before them."""
+
+    max: Count = Field(description="generations at most")
+    patience: Count = 1
+    metric: Optional[Literal[STOP_METRICS]] = Field(None, description="default: val_error (val_perplexity for text)")
+
+
+# a number of generations, or a rule that stops the chain by itself (told apart by shape, so errors name the key)
+Generations = Annotated[Union[Annotated[Size, Tag("count")], Annotated[StoppingRule, Tag("rule")]],
+                        Discriminator(lambda value: "rule" if isinstance(value, dict) else "count")]
+
+
 class ChainSpec(_Section):
     """One chain of a row: a student distilled for some generations from the row's teacher, or a baseline."""
 
     student: Optional[Text] = Field(None, description="architecture or an architectures: alias; default: the row's teacher")
     loss: Optional[Text] = Field(None, description="label, ban, ban+l, cwtm, dkpp, ... (default: ban; label for a baseline)")
     loss_params: Optional[dict[str, float]] = Field(None, examples=[{"label_weight": 0.5}])
-    generations: Optional[Size] = Field(None, description="generations distilled one after another (default 1; 0 for a baseline)")
+    generations: Optional[Generations] = Field(None, description="generations distilled one after another (default 1; 0 for "
+                                                                 "a baseline), or {max, patience, metric} to stop by itself")
     ensembles: Optional[dict[str, list[Size]]] = Field(None, examples=[{"ens3": [1, 2, 3]}])
     baseline: Optional[bool] = Field(None, description="train the student from labels alone, once (no teacher)")
     model_kwargs: Optional[ModelKwargs] = None
@@ -219,14 +237,24 @@ def _field_name(loc: list) -> str:
 
 
 def _path(model: type[BaseModel], loc: list) -> str:
-    """``('rows', 0, 'chains', 1)`` -> ``rows[0].chains.1``: brackets for list positions, dots for keys (even numeric ones)."""
-    text, current = "", model
+    """``('rows', 0, 'chains', 1)`` -> ``rows[0].chains.1``: brackets for list positions, dots for keys (even numeric
+    ones); the tags pydantic puts in a path for the member of a union it tried are left out."""
+    return "".join(text for text, _ in _walk(model, loc)).lstrip(".")
+
+
+def _walk(model: type[BaseModel], loc: list):
+    """(text, annotation) for each step of ``loc`` through the models' annotations; a union's tag adds no text."""
+    current: Any = model
     for part in loc:
         current = _unwrap(current)
-        is_list = typing.get_origin(current) is list
-        text += f"[{part}]" if is_list else f".{part}"
+        if typing.get_origin(current) is Union:
+            current = next((member for member in typing.get_args(current) if any(
+                isinstance(meta, Tag) and meta.tag == part for meta in getattr(member, "__metadata__", ()))), None)
+            yield "", current
+            continue
+        text = f"[{part}]" if typing.get_origin(current) is list else f".{part}"
         current = _inner(current, part)
-    return text.lstrip(".")
+        yield text, current
 
 
 def _inner(annotation: Any, part: Any) -> Any:
@@ -242,8 +270,8 @@ def _inner(annotation: Any, part: Any) -> Any:
 def _fields_at(model: type[BaseModel], loc: list) -> set[str]:
     """The keys allowed in the mapping at ``loc`` inside ``model`` (for 'did you mean')."""
     current: Any = model
-    for part in loc:
-        current = _inner(_unwrap(current), part)
+    for _, current in _walk(model, loc):
+        pass
     current = _unwrap(current)
     return set(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else set()
 

@@ -103,6 +103,9 @@ def parse_search(raw: Any, where: str, chain: Chain, recipe: Recipe) -> Search:
 
     if not isinstance(raw, dict):
         fail("", f"must be a mapping, got {type(raw).__name__}; write space:, num_samples:, search_alg: ...")
+    if chain.stopping:  # every trial trains the generations it draws; a stopping rule would select on its own
+        fail("", f"chain {chain.name} stops by itself (generations: {{max, patience}}); a search trains a fixed "
+                 "number of generations per trial: write generations as a number, or search generations")
     for key in raw:
         if key not in SETTINGS:
             fail(str(key), f"unknown key; allowed keys: {', '.join(sorted(SETTINGS))}")

@@ -22,6 +22,8 @@ import yaml
 from pydantic import ValidationError
 
 from ray_ban.config.cell_refs import CELL_METRICS, parse_cell  # noqa: F401 (CELL_METRICS re-exported)
+from ray_ban.config.dataset_names import is_text
+from ray_ban.config.family_versions import bumped_versions
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
 from ray_ban.config.schema import SpaceFile, first_problem, seed_list
@@ -49,6 +51,9 @@ class Training:
     role: str  # teacher | student | baseline | independent (a label-only twin of a chain's student)
     teacher_key: Optional[str] = None
     model_kwargs: dict = field(default_factory=dict)
+    # sha256 of everything that determines the model (the key holds a 10-digit prefix of another hash
+    # of it): what a teacher bank entry is checked against before it is reused
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class Chain:
     # ``independent: k``: k label-only models of the student architecture with their own seeds, trained
     # once each like a teacher; their ensembles ind2..indk are the fair partners of Ens*2..Ens*k
     independent: tuple[Training, ...] = ()
+    # ``generations: {max, patience, metric}``: the chain ends once ``patience`` generations in a row fail
+    # to improve ``metric`` (a validation metric) on the best of its lineage so far; empty: all generations
+    stopping: dict = field(default_factory=dict)
 
     @property
     def trainings(self) -> tuple[Training, ...]:
@@ -276,6 +284,7 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     _check_unique(where, chains)
     for label, cell in columns.items():
         _check_cell(where, f"columns.{label}", cell, chains)
+    _check_stopping_data(where, chains, dataset, chosen.get("validation_size", raw.get("validation_size")))
 
     def number(key: str) -> Optional[int]:
         value = chosen.get(key, raw.get(key))
@@ -332,7 +341,10 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
             where.fail(f"{cat}.loss_params", str(error), "remove or rename the parameter")
         generations = spec.get("generations")
         generations = (0 if baseline else 1) if generations is None else generations
-        if generations < (0 if baseline else 1):
+        stopping = {}
+        if isinstance(generations, dict) and not baseline:
+            generations, stopping = _stopping(generations, data_key["dataset"])
+        if isinstance(generations, dict) or generations < (0 if baseline else 1):
             where.fail(f"{cat}.generations", f"must be a positive integer, got {generations!r}", "use 1 or more")
         if generation_cap is not None and not baseline:
             generations = generation_cap
@@ -362,8 +374,26 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
         independent = tuple(_training(student, "label", {}, _derive_seed(seed, student, "independent", str(i)), 0,
                                       "independent", None, kwargs, recipe, data_key) for i in range(count))
         chains.append(Chain(_chain_id(row_name, chain_name, seed), row_name, chain_name, seed, root, tuple(distilled), ensembles,
-                            independent=independent))
+                            independent=independent, stopping=stopping))
     return chains
+
+
+
+
+def _stopping(spec: dict, dataset: str) -> tuple[int, dict]:
+    """``generations: {max: 5, patience: 1, metric: val_error}`` (checked by ``schema.StoppingRule``) ->
+    (5, {"patience": 1, "metric": "val_error"}), the metric defaulting to the dataset's validation metric."""
+    metric = spec.get("metric") or ("val_perplexity" if is_text(dataset) else "val_error")
+    return spec["max"], {"patience": spec.get("patience", 1), "metric": metric}
+
+
+def _check_stopping_data(where, chains: list[Chain], dataset: str, validation_size: Any) -> None:
+    """A chain that stops by itself selects on validation data, never on the test set (as a search does)."""
+    stopping = next((c for c in chains if c.stopping), None)
+    if stopping is not None and not validation_size and not is_text(dataset):
+        where.fail(f"row {stopping.row}, chain {stopping.name}: generations",
+                   "stops on a validation metric, and this plan holds out no validation split",
+                   "set validation_size (e.g. validation_size: 5000) or give generations as a number")
 
 
 def _ensembles(where, at: str, spec: Any, generations: int) -> dict:
@@ -377,11 +407,18 @@ def _ensembles(where, at: str, spec: Any, generations: int) -> dict:
 
 
 def _training(architecture, loss, loss_params, seed, generation, role, teacher_key, kwargs, recipe, data_key) -> Training:
+    """A model and its key: a hash of everything that determines it (architecture and its arguments, loss,
+    seed, teacher, recipe with its precision, data with its subsets, the family's code versions)."""
     identity = {"architecture": architecture, "loss": loss, "loss_params": loss_params, "seed": seed,
                 "teacher": teacher_key, "model_kwargs": kwargs, "recipe": recipe.to_dict(), "data": data_key}
-    digest = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    versions = bumped_versions(architecture)
+    if versions:  # version 1 is implicit, so the keys of models trained before versions existed stay as they were
+        identity["family_versions"] = versions
+    text = json.dumps(identity, sort_keys=True)
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
     key = f"{architecture}-{loss.replace('+', 'p')}-s{seed}-{digest}"
-    return Training(key, architecture, loss, dict(loss_params), seed, generation, role, teacher_key, dict(kwargs))
+    return Training(key, architecture, loss, dict(loss_params), seed, generation, role, teacher_key, dict(kwargs),
+                    hashlib.sha256(text.encode()).hexdigest())
 
 
 def _derive_seed(seed: int, *names: str) -> int:

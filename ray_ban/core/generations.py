@@ -93,22 +93,32 @@ def run_chain(
     on_epoch: Callable[[Training, EpochReport, Callable[[], dict], list], None] = lambda *a: None,
     compile: bool = False,
     board_log: Callable[[Training, int], Optional["GenerationLogger"]] = lambda training, start_epoch: None,
+    stopping: Optional[dict] = None,
 ) -> Optional[str]:
     """Train every unfinished training in order; each distilled one learns from its predecessor.
 
     ``teachers`` maps a teacher key to its Training (for teachers trained elsewhere in the sweep).
     ``on_epoch(training, report, state_fn, history)`` runs on every rank after every epoch (the Ray
     layer reports and checkpoints there). ``board_log(training, start_epoch)`` gives rank 0 a logger of each
-    generation (the Ray layer's writes its TensorBoard run), or None. Returns None, or the failure message
-    of a non-finite loss.
+    generation (the Ray layer's writes its TensorBoard run), or None. ``stopping`` ({"patience", "metric"})
+    ends the chain once ``patience`` generations in a row fail to improve the validation ``metric`` on the
+    best of the lineage before them (the teacher included); rank 0 marks the generations left ``skipped``.
+    Returns None, or the failure message of a non-finite loss.
     """
     rank, world_size = world()
     known = {**teachers, **{t.key: t for t in trainings}}
     vocab = data.vocab if isinstance(data, TextSplits) else None
     teacher_model = None
-    for training in trainings:
+    lineage = _lineage_values(store, trainings, stopping)
+    for index, training in enumerate(trainings):
+        if stopping and should_stop(lineage, stopping["patience"]):
+            if rank == 0:
+                _skip_rest(store, trainings[index:], trainings[index - 1].generation, lineage, stopping)
+            break
         if store.is_done(training.key):
             teacher_model = None  # loaded from the store if the next generation needs it
+            if stopping:
+                lineage.append(_metric(store.summary(training.key), stopping["metric"]))
             continue
         if training.teacher_key and teacher_model is None:
             teacher_model = load_trained(store, known[training.teacher_key], data.num_classes, vocab)
@@ -153,7 +163,40 @@ def run_chain(
         if world_size > 1:
             dist.barrier()  # every rank sees the stored model before the next generation
         teacher_model = generation.student
+        if stopping:
+            lineage.append(_metric(store.summary(training.key), stopping["metric"]))
     return None
+
+
+def should_stop(values: list[float], patience: int) -> bool:
+    """Whether the last ``patience`` values (one per generation, lowest best) all fail to improve on the
+    best value before them: ``values`` holds the lineage from generation 0."""
+    return len(values) > patience and min(values[-patience:]) >= min(values[:-patience])
+
+
+def _metric(summary: dict, metric: str) -> float:
+    """A finished model's validation metric (its last epoch's); a missing one counts as no improvement."""
+    value = summary.get(metric)
+    return float("inf") if value is None else float(value)
+
+
+def _lineage_values(store: RunStore, trainings: list[Training], stopping: Optional[dict]) -> list[float]:
+    """The stopping metric of the chain's generation 0 (the teacher its first generation learns from)."""
+    if not stopping or not trainings or not trainings[0].teacher_key:
+        return []
+    return [_metric(store.summary(trainings[0].teacher_key), stopping["metric"])]
+
+
+def _skip_rest(store: RunStore, rest: list[Training], last_run: int, values: list[float], stopping: dict) -> None:
+    """Mark the generations a stopped chain will not train, saying after which one and why."""
+    patience, metric = stopping["patience"], stopping["metric"]
+    best = min(values[:-patience])
+    message = (f"not trained: the chain stopped after generation {last_run}, whose last {patience} generation(s) "
+               f"did not improve {metric} on the best before them ({best:.4g})")
+    for training in rest:
+        if not store.is_done(training.key):
+            store.save_skipped(training.key, {"reason": "no_improvement", "metric": metric, "patience": patience,
+                                              "after_generation": last_run, "message": message})
 
 
 def summarize(training: Training, generation, history: list[dict], resumed_from: Optional[int] = None) -> dict:

@@ -28,6 +28,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from ray_ban.config.recipe import precision_on
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -72,10 +74,7 @@ class Precision:
 def resolve(name: str, device: torch.device | str) -> Precision:
     """The recipe's ``precision`` on ``device`` (see the module docstring's table)."""
     device_type = torch.device(device).type
-    if name == "auto":
-        name = "bf16" if device_type == "cuda" else "fp32"
-    elif name == "tf32" and device_type != "cuda":
-        name = "fp32"
+    name = precision_on(name, device_type)
     if name not in ("bf16", "fp16", "tf32", "fp32"):
         raise ValueError(f"precision must be one of auto, bf16, fp16, tf32, fp32, got '{name}'")
     return Precision(name, device_type)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ray_ban.config.dataset_names import SYNTHETIC_TEXT, is_text  # noqa: F401 (is_text re-exported)
 from ray_ban.data import parquet
 from ray_ban.data.cache import cached_arrays, content_key, node_lock
 from ray_ban.data.splits import DataError, ImageSplits
@@ -25,17 +26,11 @@ SYNTHETIC_SIZES = {"synthetic": (10, 5000, 1000), "synthetic-100": (100, 10000, 
 # How far an image may lean towards a sibling class (see ``synthetic``); 0: no blending, no label draws.
 SYNTHETIC_AMBIGUITY = {"synthetic-siblings": 0.5}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
-SYNTHETIC_TEXT = "synthetic-text"
 
 
 def dataset_names() -> list[str]:
     """The dataset specs this module understands."""
     return ["cifar10", "cifar100", "parquet:<dir or URI>", *SYNTHETIC_SIZES, "ptb:<dir>", SYNTHETIC_TEXT]
-
-
-def is_text(spec: str) -> bool:
-    """Whether ``spec`` names a text corpus (token streams for language models) rather than images."""
-    return spec == SYNTHETIC_TEXT or spec.startswith("ptb:")
 
 
 def num_classes_of(spec: str) -> Optional[int]:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-Builder = Callable[..., nn.Module]
+from ray_ban.config.family_versions import pattern_regex
 
-_NUMBER = r"(?P<{}>[0-9]+(?:\.[0-9]+)?)"
+Builder = Callable[..., nn.Module]
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,6 @@ class Entry:
 
 
 _ENTRIES: dict[str, Entry] = {}
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    """Turn ``wrn-{d}-{k}`` into a regex whose named groups capture numbers (ints or decimals)."""
-    parts = re.split(r"\{(\w+)\}", pattern)
-    text = "".join(_NUMBER.format(p) if i % 2 else re.escape(p) for i, p in enumerate(parts))
-    return re.compile(text)
 
 
 def _number(text: str) -> int | float:
@@ -52,7 +45,7 @@ def register(pattern: str, examples: tuple[str, ...] = ()) -> Callable[[Builder]
     def wrap(builder: Builder) -> Builder:
         if pattern in _ENTRIES:
             raise ValueError(f"model pattern {pattern!r} is registered twice")
-        _ENTRIES[pattern] = Entry(pattern, _compile(pattern), builder, tuple(examples))
+        _ENTRIES[pattern] = Entry(pattern, pattern_regex(pattern), builder, tuple(examples))
         return builder
 
     return wrap

@@ -7,8 +7,8 @@ autoscaler (v2, the default of ``ray up`` since Ray 2.50) reports to the GCS, el
 autoscaler's YAML (``--cluster-config``, by default ``~/ray_bootstrap_config.yaml``, where ``ray up``
 puts it on the head), else from the nodes that are up now (a fixed cluster, or a local run).
 
-The arithmetic is pure (``NodeType``, ``chains_that_fit``, ``largest_node``); ``discover`` and
-``request_sweep`` are the only functions that talk to Ray.
+The arithmetic is pure (``NodeType``, ``chains_that_fit``, ``largest_node``); ``discover``,
+``request_sweep`` and ``cluster_gpus`` are the only functions that talk to Ray.
 """
 
 from __future__ import annotations
@@ -121,6 +121,17 @@ def discover(cluster_config: Optional[str] = None) -> Capacity:
         if types:
             return Capacity(types, f"autoscaler config {path}")
     return Capacity(live_nodes(), "nodes up now")
+
+
+def cluster_gpus(address: str, cluster_config: Optional[str] = None) -> float:
+    """The GPUs a running cluster has or can scale to, for a dry run's plan: joins it, asks ``discover``, leaves."""
+    import ray
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        return discover(cluster_config).total("GPU")
+    finally:
+        ray.shutdown()
 
 
 def request_sweep(bundle: dict, workers: int, chains: int) -> None:

@@ -69,7 +69,7 @@ def chain_trial(trial_config: dict) -> dict:
         raise ChainFailed(f"chain {config['chain_id']}: teacher {unfinished[0]['key']} failed")
     for key in keys:
         store.clear_failure(key)  # a rerun gets a fresh try at a failed model
-    if any(not store.is_done(key) for key in keys):
+    if any(not store.is_settled(key) for key in keys):  # settled: finished, or skipped by a chain that stopped
         resources = config["resources"]
         relay, mail_key = mailbox(tune.get_context().get_trial_id())
         trainer = ChainTrainer(
@@ -102,8 +102,10 @@ def chain_trial(trial_config: dict) -> dict:
     failures = [store.failure(key) for key in keys if store.failure(key)]
     if failures:
         raise ChainFailed(f"chain {config['chain_id']}: {failures[0]}")
-    last = config["trainings"][-1]
-    return final_metrics(store.summary(last["key"]), last["generation"], last["key"], config["metric"])
+    done = [t for t in config["trainings"] if store.is_done(t["key"])]
+    last = done[-1] if done else config["teachers"][0]  # a chain stopped before its first generation: none
+    return {**final_metrics(store.summary(last["key"]), last["generation"], last["key"], config["metric"]),
+            **stop_metrics(config, len(done), any(store.skipped(t["key"]) for t in config["trainings"]))}
 
 
 def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float = 1.0) -> None:
@@ -137,6 +139,15 @@ def final_metrics(summary: dict, generation: int, key: str, metric: str) -> dict
     values = {k: (float("nan") if v is None else v) for k, v in values.items()}
     values.setdefault(metric, float("nan"))
     return values
+
+
+def stop_metrics(config: dict, generations_run: int, stopped: bool) -> dict[str, Any]:
+    """How many generations a chain trained and why it ended (for the terminal's line)."""
+    planned = [t for t in config["trainings"] if t["generation"] > 0]
+    stopping = config.get("stopping") or {}
+    return {"generations_run": generations_run, "generations": len(planned),
+            "stop_reason": "no_improvement" if stopped else "max_generations",
+            "stop_metric": stopping.get("metric", "")}
 
 
 def search_trial(hparams: dict, plan, chain, base: dict) -> dict:

@@ -115,7 +115,8 @@ def train_chain(config: dict) -> None:
     with process_group(device):
         # a failure is left in the store; the trial raises it without retrying a deterministic NaN
         run_chain(trainings, teachers, recipe, data, store, device=device, resume=resume, on_epoch=report,
-                  compile=config.get("compile", False), board_log=board_logs(config.get("board")))
+                  compile=config.get("compile", False), board_log=board_logs(config.get("board")),
+                  stopping=config.get("stopping"))
 
 
 def recorded_checkpoints(store: RunStore, chain_id: str) -> set[str]:

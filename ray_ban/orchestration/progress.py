@@ -46,10 +46,21 @@ class ChainProgress(Callback):
         if "chain" not in trial.config and not result.get("chain_complete"):
             self._say(f"[{_name(trial)}] stopped by the scheduler after {result.get('training_iteration')} reports")
             return
-        self._say(f"[{_name(trial)}] finished")
+        if result.get("reused_from"):  # a generation-0 model the teacher bank already held
+            self._say(f"[{_name(trial)}] reused from the teacher bank: {result['reused_from']} (not trained)")
+            return
+        self._say(f"[{_name(trial)}] finished" + _stopped(result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"[{_name(trial)}] FAILED (see the summary at the end)")
+
+
+def _stopped(result: dict) -> str:
+    """A chain that stopped by itself: after which generation, and why."""
+    if result.get("stop_reason") != "no_improvement":
+        return ""
+    return (f": stopped after generation {int(result['generations_run'])} of {int(result['generations'])}, "
+            f"{result.get('stop_metric')} did not improve")
 
 
 def _name(trial) -> str:

@@ -58,6 +58,7 @@ def trial_config(plan: SweepPlan, chain_id: str, trainings: list[Training], teac
         "metric": metric,
         "compile": args.compile,
         "board": {"root": board_root(location), "runs": {t.key: board_runs[t.key] for t in trainings}},
+        "teacher_bank": getattr(args, "teacher_bank", None),  # bank_trial reuses or publishes generation-0 models
     }
 
 
@@ -115,6 +116,7 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
     import ray
     from ray import tune
 
+    from ray_ban.orchestration.bank_trial import banked_trial
     from ray_ban.orchestration.chain import trainable
     from ray_ban.orchestration.placement import ReleaseStoppedChains
     from ray_ban.orchestration.release import TeacherFirst
@@ -122,7 +124,7 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
     if not configs:
         return {}
     tuner = tune.Tuner(
-        trainable(ray.cluster_resources()),
+        trainable(ray.cluster_resources(), banked_trial),
         tune_config=tune.TuneConfig(
             search_alg=TeacherFirst(configs, settled),
             num_samples=len(configs),
@@ -322,8 +324,8 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
         max_concurrent, resources, requested = size_sweep(args, len(roots) + len(chains))  # settles GPUs: before configs
         root_configs = [trial_config(plan, f"gen0.{t.key}", [t], [], store.location, args, metric, board_runs)
                         for t in roots]
-        chain_configs = [trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
-                                      board_runs) for c in chains]
+        chain_configs = [{**trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
+                                         board_runs), "stopping": c.stopping} for c in chains]
         what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chain{'s' * (len(plan.chains) != 1)}"
         print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; Ray logs in {log_path}",
               file=terminal, flush=True)

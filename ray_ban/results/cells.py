@@ -96,8 +96,8 @@ class Cells:
             return None, cell.field
         if cell.ensemble:
             return f"{chain.chain_id}.{cell.part}", cell.field
-        if cell.part == "params":
-            return chain.trainings[-1].key, cell.field
+        if cell.part == "params":  # every generation is the student's architecture; the first exists even if a chain stopped
+            return (chain.generations[0] if chain.generations else chain.root).key, cell.field
         return next((t.key for t in chain.trainings if t.generation == cell.generation), None), cell.field
 
     def cell_rows(self) -> list[dict]:

@@ -259,6 +259,7 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
              f"![{'test perplexity' if language else 'test error'} by generation]({ERROR_FIGURE})", "", f"![learning curves]({CURVES_FIGURE})", "",
              *comparisons_section(Cells(plan, records).comparisons()),
              *search_section(records),
+             *estimate_section(records, plan),
              "## Every model and ensemble", "",
              "| row | chain | role | gen | architecture | loss | seed | final error % | best error % | agreement % | "
              + ("val perplexity | test perplexity | " if language else "") + "status |",
@@ -267,9 +268,40 @@ def markdown(records: list[dict], plan: SweepPlan) -> str:
         cells = [r["row"], r["chain"] or "", r["role"], r["generation"], r["architecture"], r["loss"], r["seed"],
                  _num(r["final_test_error"]), _num(r["best_test_error"]), _num(r["agreement"]),
                  *([_num(r.get("val_perplexity")), _num(r.get("test_perplexity"))] if language else []),
-                 r["status"] + (f": {r['message']}" if r["message"] else "")]
+                 r["status"] + (" (reused from the teacher bank)" if r.get("reused_from") else "")
+                 + (f": {r['message']}" if r["message"] else "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def estimate_section(records: list[dict], plan: SweepPlan) -> list[str]:
+    """Each finished model's time as the --dry-run plan estimates it against its measured wall_time_s."""
+    from ray_ban.config.gpu_cost import load_table
+    from ray_ban.config.gpu_plan import hours, record_estimates
+    from ray_ban.data import num_classes_of
+    from ray_ban.data.sizes import image_counts
+    from ray_ban.models.flops import count_flops
+
+    try:
+        device, rows = record_estimates(plan, records, load_table(), image_counts(plan), count_flops,
+                                        num_classes_of(plan.dataset) or 10)
+    except Exception as error:  # noqa: BLE001 - an estimate must never cost the report
+        return ["## Estimated against measured training time", "", f"Not estimated ({type(error).__name__}: {error}).", ""]
+    if not rows:
+        return []
+    lines = ["## Estimated against measured training time", "",
+             f"The estimate is the --dry-run plan's (`ray_ban/config/gpu_plan.py`, throughput table "
+             f"`ray_ban/config/throughput.json`) "
+             f"for {device}, with the precision and workers each model ran with; measured is its `wall_time_s` (its "
+             "epochs and evaluations, without start-up). The ratio is given only for models trained on that GPU.", "",
+             "| model | architecture | precision | device | workers | estimate | measured | measured / estimate |",
+             "|" + " --- |" * 8]
+    for r in rows:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        measured = "-" if r["measured_s"] is None else hours(r["measured_s"])
+        lines.append(f"| {r['label']} | {r['architecture']} | {r['precision']} | {r['device']} | {r['workers']} | "
+                     f"{hours(r['estimate_s'])} | {measured} | {ratio} |")
+    return lines + [""]
 
 
 def _series(r: dict) -> str:

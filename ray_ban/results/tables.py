@@ -46,6 +46,11 @@ SCHEMA = pa.schema([
     # where and how each model was trained (generations.environment); an ensemble's when its members agree
     ("device", pa.string()), ("precision", pa.string()), ("workers", pa.int32()), ("torch_version", pa.string()),
     ("ray_version", pa.string()), ("ray_ban_version", pa.string()),
+    # the teacher bank entry a generation-0 model was copied from instead of being trained (null: trained here)
+    ("reused_from", pa.string()),
+    # a chain's students: how many of its generations were trained, and why it ended (max_generations, or
+    # no_improvement when its stopping rule ended it early; its untrained generations have status skipped)
+    ("generations_run", pa.int32()), ("stop_reason", pa.string()),
 ])
 ENVIRONMENT = ("device", "precision", "workers", "torch_version", "ray_version", "ray_ban_version")
 
@@ -81,8 +86,18 @@ def collect_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
                 continue
             seen.add(training.key)
             rows.append(_model_row(plan, store, chain, training, sorted(set(users[training.key]))))
+            if training.role == "student":
+                rows[-1].update(chain_outcome(store, chain))
         rows.extend(_ensemble_rows(plan, store, chain))
     return rows
+
+
+def chain_outcome(store: RunStore, chain: Chain) -> dict:
+    """``generations_run`` and ``stop_reason`` of a distilled chain (both null until it has ended)."""
+    done = sum(store.is_done(t.key) for t in chain.generations)
+    if any(store.skipped(t.key) for t in chain.generations):
+        return {"generations_run": done, "stop_reason": "no_improvement"}
+    return {"generations_run": done, "stop_reason": "max_generations" if done == len(chain.generations) else None}
 
 
 def _search_rows(plan: SweepPlan, store: RunStore) -> list[dict]:
@@ -123,11 +138,13 @@ def _model_row(plan: SweepPlan, store: RunStore, chain: Chain, training: Trainin
         summary = store.summary(training.key)
         row.update({k: summary.get(k) for k in ("parameters", "epochs", "final_test_error", "best_test_error", "test_loss",
                                                  "agreement", "kl", "ece", "val_error", "best_val_error", "wall_time_s",
-                                                 "test_perplexity", "val_perplexity", *ENVIRONMENT)})
+                                                 "test_perplexity", "val_perplexity", "reused_from", *ENVIRONMENT)})
         row["status"] = "ok"
         history = store.history(training.key)
         row["test_error_by_epoch"] = [h["test_error"] for h in history]
         row["train_loss_by_epoch"] = [h["train_loss"] for h in history]
+    elif store.skipped(training.key):
+        row.update(status="skipped", message=store.skipped(training.key)["message"])
     else:
         failure = store.failure(training.key)
         row.update(status="failed" if failure else "pending", message=failure)
@@ -140,8 +157,16 @@ def _ensemble_rows(plan: SweepPlan, store: RunStore, chain: Chain) -> list[dict]
     last = chain.generations[-1] if chain.generations else chain.root
     rows = []
     for name, members in chain.ensembles.items():
-        row = _base_row(plan, chain, "ensemble", max(members), last.architecture, last.loss, last.loss_params, chain.seed)
-        rows.append(_ensemble(store, row, chain, name, [by_generation[g] for g in members], list(members)))
+        # a chain that stopped by itself: the ensemble of the generations it trained
+        kept = [g for g in members if not store.skipped(by_generation[g].key)]
+        row = _base_row(plan, chain, "ensemble", max(kept or members), last.architecture, last.loss, last.loss_params,
+                        chain.seed)
+        if len(kept) < 2:
+            row.update(chain=f"{chain.name}/{name}", members=kept, model_key=f"{chain.chain_id}.{name}", status="skipped",
+                       message="fewer than two of its generations were trained: the chain stopped by itself")
+            rows.append(row)
+            continue
+        rows.append(_ensemble(store, row, chain, name, [by_generation[g] for g in kept], kept))
     for size in range(2, len(chain.independent) + 1):
         # generation 0 and no generations in members: every member is a label-only model of its own seed
         row = _base_row(plan, chain, "ensemble", 0, last.architecture, "label", {}, chain.seed)
