@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from s3_server import local_s3  # noqa: F401  (the fixture, for every test module)
 from sweep_helpers import SPACE, run_sweep
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"

@@ -166,50 +166,34 @@ def test_a_failed_training_releases_its_lease_and_publishes_nothing(tmp_path):
     assert bank.find(NAME, DIGEST) is not None
 
 
-def test_in_object_storage_one_of_two_contenders_trains_and_the_other_copies(tmp_path, monkeypatch):
-    moto_server = pytest.importorskip("moto.server", reason="moto (a dev dependency) serves S3 locally for this test")
-    import pyarrow.fs as pafs
+def test_in_object_storage_one_of_two_contenders_trains_and_the_other_copies(tmp_path, local_s3):
+    uri = local_s3.uri("bank/teachers")
+    banking.check_writable(uri)
+    trained, results = [], {}
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
-            monkeypatch.setenv(key, value)
-        pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                          allow_bucket_creation=True).create_dir("bank")
-        uri = f"s3://bank/teachers?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-        banking.check_writable(uri)
-        trained, results = [], {}
+    def contender(i: int) -> None:
+        run = RunStore(tmp_path / f"run{i}")
+        bank = TeacherBank(uri, poll_s=0.2, settle_s=0.5, heartbeat_s=0.3,
+                           owner={"owner": f"contender{i}", "host": "elsewhere", "pid": 1})
 
-        def contender(i: int) -> None:
-            run = RunStore(tmp_path / f"run{i}")
-            bank = TeacherBank(uri, poll_s=0.2, settle_s=0.5, heartbeat_s=0.3,
-                               owner={"owner": f"contender{i}", "host": "elsewhere", "pid": 1})
+        def train() -> None:
+            trained.append(i)
+            time.sleep(1.5)
+            save(run, value=float(i))
 
-            def train() -> None:
-                trained.append(i)
-                time.sleep(1.5)
-                save(run, value=float(i))
+        results[i] = bank.provide(NAME, DIGEST, run, KEY, train)
 
-            results[i] = bank.provide(NAME, DIGEST, run, KEY, train)
-
-        threads = [threading.Thread(target=contender, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert len(trained) == 1, trained
-        winner, loser = trained[0], 1 - trained[0]
-        assert results[winner] is None and results[loser].startswith("s3://bank/teachers/")
-        copied = RunStore(tmp_path / f"run{loser}")
-        assert torch.equal(copied.load_state(KEY)["w"], torch.full((3,), float(winner)))
-        assert TeacherBank(uri).read_lease(NAME) is None
-    finally:
-        server.stop()
+    threads = [threading.Thread(target=contender, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(trained) == 1, trained
+    winner, loser = trained[0], 1 - trained[0]
+    assert results[winner] is None and results[loser].startswith("s3://bank/teachers/")
+    copied = RunStore(tmp_path / f"run{loser}")
+    assert torch.equal(copied.load_state(KEY)["w"], torch.full((3,), float(winner)))
+    assert TeacherBank(uri).read_lease(NAME) is None
 
 
 def test_the_bank_location_option(tmp_path, monkeypatch):

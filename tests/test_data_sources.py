@@ -4,7 +4,6 @@ server), decoded once per node into a locked cache; the CIFAR export that stages
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import time
@@ -29,8 +28,6 @@ from ray_ban.cli.sweep import main as sweep_main
 ROOT = Path(__file__).resolve().parents[1]
 FINE = [f"fine{i}" for i in range(6)]
 COARSE = ["coarse0", "coarse1", "coarse2"]
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def images(count: int, seed: int, size: int = 8) -> np.ndarray:
@@ -367,20 +364,8 @@ def test_dry_run_checks_a_bucket_dataset_and_its_label_column(tmp_path, bucket, 
 
 
 @pytest.fixture
-def bucket(monkeypatch):
-    moto_server = pytest.importorskip("moto.server", reason="moto (a dev dependency) serves S3 locally for this test")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                           access_key="testing", secret_key="testing", allow_bucket_creation=True)
-    fs.create_dir("data")
-    yield fs, f"s3://data/cifar100?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    server.stop()
+def bucket(local_s3):
+    return local_s3.fs, local_s3.uri("data/cifar100")
 
 
 def test_synthetic_siblings_blend_look_alikes_with_soft_train_labels() -> None:

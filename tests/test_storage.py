@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,13 +21,11 @@ import pytest
 import yaml
 
 from ray_ban.data.export import main as export_main
+from s3_server import CREDENTIALS, free_port
 from sweep_helpers import ROOT, run_sweep
 from test_data_sources import write_cifar_pickles
 
-moto_server = pytest.importorskip("moto.server", reason="moto (a dev dependency) serves S3 locally for this test")
 
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_EC2_METADATA_DISABLED": "true"}
 SPACE = {
     "name": "crash", "seeds": [0], "train_subset": 512, "test_subset": 100,
     "recipe": {"epochs": 2, "batch_size": 64, "lr": 0.05}, "columns": {"Teacher": "teacher", "BAN-3": "ban/3"},
@@ -37,24 +34,9 @@ SPACE = {
 RUN = "ray-ban/runs/crash"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
-def bucket(monkeypatch):
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                           access_key="testing", secret_key="testing", allow_bucket_creation=True)
-    fs.create_dir("ray-ban")
-    yield fs, f"s3://ray-ban/runs?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    server.stop()
+def bucket(local_s3):
+    return local_s3.fs, local_s3.uri("ray-ban/runs")
 
 
 def summaries(fs) -> dict[str, dict]:
