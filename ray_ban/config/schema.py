@@ -200,14 +200,14 @@ def json_schema() -> dict:
     return schema
 
 
-def first_problem(error: ValidationError, model: type[BaseModel] = SpaceFile, prefix: str = "") -> tuple[str, str, str]:
+def first_problem(error: ValidationError, model: type[BaseModel] = SpaceFile) -> tuple[str, str, str]:
     """The first of pydantic's errors as (key path, problem, fix), each one line."""
     detail = error.errors(include_url=False)[0]
     loc = list(detail["loc"])
     is_key = bool(loc) and loc[-1] == "[key]"
     if is_key:
         loc = loc[:-1]
-    path = prefix + _path(model, loc)
+    path = _path(model, loc)
     kind, given = detail["type"], _shown(detail.get("input"))
     if is_key:
         return path, f"the key {given} is not text", "write the key as a name (quote it in YAML)"

@@ -26,7 +26,7 @@ from ray_ban.config.dataset_names import is_text
 from ray_ban.config.family_versions import bumped_versions
 from ray_ban.config.loss_names import LOSS_NAMES, check_loss_params
 from ray_ban.config.recipe import Recipe
-from ray_ban.config.schema import SpaceFile, first_problem, seed_list
+from ray_ban.config.schema import SpaceFile, StoppingRule, first_problem
 
 # the shipped tables are package data (also reached as ./search_spaces in a checkout): an installed
 # wheel lists and loads them from any folder
@@ -217,7 +217,7 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     where = _Where(source)
     overrides = overrides or {}
     try:
-        SpaceFile.model_validate(raw)
+        checked = SpaceFile.model_validate(raw)
     except ValidationError as error:
         where.fail(*first_problem(error))
     name = raw.get("name") or Path(source).stem
@@ -239,7 +239,8 @@ def expand(raw: dict, source: str, preset: str = "paper", overrides: Optional[di
     if overrides.get("seeds"):
         seeds = list(overrides["seeds"])
     else:
-        seeds = seed_list(chosen.get("seeds") or raw.get("seeds") or [0])
+        chosen_seeds = checked.presets[preset].seeds if preset in (checked.presets or {}) else None
+        seeds = chosen_seeds or checked.seeds or [0]  # lists already: the schema read counts and ranges
     architectures = chosen.get("architectures") or {}
     # keyword arguments per architecture name (e.g. a Table 5 student's teacher), file-wide then preset
     arch_kwargs = {**(raw.get("model_kwargs") or {}), **(chosen.get("model_kwargs") or {})}
@@ -383,8 +384,8 @@ def _row_chains(where, at, row, row_name, seed, architectures, arch_kwargs, reci
 def _stopping(spec: dict, dataset: str) -> tuple[int, dict]:
     """``generations: {max: 5, patience: 1, metric: val_error}`` (checked by ``schema.StoppingRule``) ->
     (5, {"patience": 1, "metric": "val_error"}), the metric defaulting to the dataset's validation metric."""
-    metric = spec.get("metric") or ("val_perplexity" if is_text(dataset) else "val_error")
-    return spec["max"], {"patience": spec.get("patience", 1), "metric": metric}
+    rule = StoppingRule.model_validate(spec)  # its defaults (patience 1) are declared there once
+    return rule.max, {"patience": rule.patience, "metric": rule.metric or ("val_perplexity" if is_text(dataset) else "val_error")}
 
 
 def _check_stopping_data(where, chains: list[Chain], dataset: str, validation_size: Any) -> None:

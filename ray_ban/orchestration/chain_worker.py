@@ -95,9 +95,7 @@ def train_chain(config: dict) -> None:
         name = f"checkpoint_{training.key}_e{epoch_report.epoch:04d}"
         if rank != 0:
             ray.train.report(metrics)
-            inject_fault(store, config["chain_id"], training, epoch_report.epoch, rank, name)
-            return
-        if store.remote:  # object storage: upload in the background while the next epoch trains
+        elif store.remote:  # object storage: upload in the background while the next epoch trains
             folder = tempfile.mkdtemp(prefix="ray-ban-ckpt-")  # Ray deletes it once uploaded
             torch.save({"key": training.key, "engine": state_fn(), "history": history}, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name,
