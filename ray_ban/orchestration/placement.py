@@ -29,24 +29,43 @@ def current_group_id() -> str:
     return group.id.hex() if group is not None else ""
 
 
+# Set while the sweep shuts Ray down (``stop_releasing``): a release thread then stops before its next Ray
+# call, which on a shut-down driver would auto-start a new local Ray cluster (seen: the sweep's process then
+# hung 60 s at exit and aborted, "Failed to connect to GCS").
+_STOP = threading.Event()
+_THREADS: list[threading.Thread] = []
+
+
 def release_when_gone(actor, group_id: str, wait_s: float = 120.0) -> None:
     """Wait (bounded) for ``actor`` to exit, then remove the placement group ``group_id``.
 
     Waiting first matters: a live controller whose workers vanish would start a fresh group. Best
-    effort: it runs on a daemon thread, and Ray may already be shut down when it gets to act."""
+    effort, on a daemon thread; once ``stop_releasing`` is called it returns without calling Ray again
+    (the groups end with the cluster)."""
     try:
         deadline = time.monotonic() + wait_s
-        while actor is not None and time.monotonic() < deadline:
+        while actor is not None and time.monotonic() < deadline and not _STOP.is_set():
             try:
                 ray.get(actor.__ray_ready__.remote(), timeout=2)
             except ray.exceptions.RayActorError:
                 break  # the trial's actor, and so its controller, is gone
             except ray.exceptions.GetTimeoutError:
                 continue
-            time.sleep(0.5)
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))  # no-op if gone
+            _STOP.wait(0.5)
+        if not _STOP.is_set():
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID.from_hex(group_id)))  # no-op if gone
     except Exception as error:  # noqa: BLE001 - a leaked group costs capacity, never correctness
         log.debug("could not release placement group %s: %s", group_id, error)
+
+
+def stop_releasing(timeout_s: float = 10.0) -> None:
+    """Before ``ray.shutdown``: end every release thread (each is within one bounded Ray call of its check),
+    so none touches Ray afterwards; then let a later sweep in this process release again."""
+    _STOP.set()
+    deadline = time.monotonic() + timeout_s
+    while _THREADS:
+        _THREADS.pop().join(timeout=max(0.0, deadline - time.monotonic()))
+    _STOP.clear()
 
 
 class ReleaseStoppedChains(Callback):
@@ -65,5 +84,7 @@ class ReleaseStoppedChains(Callback):
         if not group_id:
             return
         actor = trial.temporary_state.ray_actor  # still set: Tune calls back before it stops the actor
-        threading.Thread(target=release_when_gone, args=(actor, group_id), daemon=True,
-                         name=f"release-{trial.trial_id}").start()
+        thread = threading.Thread(target=release_when_gone, args=(actor, group_id), daemon=True,
+                                  name=f"release-{trial.trial_id}")
+        _THREADS.append(thread)
+        thread.start()

@@ -306,6 +306,7 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
 
     from ray_ban.orchestration import capacity
     from ray_ban.config import search as searching
+    from ray_ban.orchestration.placement import stop_releasing
     from ray_ban.orchestration.progress import ChainProgress
     from ray_ban.orchestration.relay import start_relay
     from ray_ban.orchestration.search_phase import run_search
@@ -345,6 +346,7 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
         except Exception as error:  # noqa: BLE001 - the request only keeps idle nodes up; never fail the sweep
             logging.getLogger("ray_ban").warning("autoscaler request not withdrawn: %s", error)
         if shutdown:
+            stop_releasing()  # no release thread may call Ray once it is down: that would start a new cluster
             ray.shutdown()
 
 
