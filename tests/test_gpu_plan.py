@@ -4,9 +4,11 @@ CLI's lines and report.md's estimate against measured time."""
 from __future__ import annotations
 
 import math
+import json
 import re
 
 import pytest
+import torch
 
 from ray_ban.cli import sweep
 from ray_ban.config import gpu_cost, gpu_plan, spaces
@@ -142,6 +144,27 @@ def test_flops_are_counted_on_the_meta_device():
     assert 3.5 < wide.forward / small.forward < 4.1  # twice the width: about four times the convolutions
     # wrn-10-1: 3x3 convolutions over 32x32 maps; its forward is about 0.025 GFLOPs (2 per multiply-add)
     assert 1e7 < small.forward < 1e8
+
+
+@pytest.mark.parametrize("architecture,kwargs", [("wrn-10-1", {}), ("densenet-10-4", {}), ("resnet9-8", {}),
+                                                 ("preresnet-20", {}), ("ban-wrn-1-1", {}),
+                                                 ("densenet-40-12-compr0.5x", {}), ("densenet-10-4", {"memory_efficient": True})])
+def test_the_hook_count_is_torchs_flop_counter_on_forward_and_backward(architecture, kwargs):
+    """``count_flops`` reads convolutions and linear layers off hooks; torch's FlopCounterMode, which
+    intercepts every operator of a real forward and backward pass, must give the same numbers."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ray_ban.models import build
+
+    with torch.device("meta"):
+        model = build(architecture, 10, **kwargs)
+        with FlopCounterMode(display=False) as forward:
+            logits = model(torch.randn(2, 3, 32, 32))
+        with FlopCounterMode(display=False) as backward:
+            logits.float().sum().backward()
+    counted = count_flops(architecture, 10, json.dumps(kwargs))
+    assert counted.forward == forward.get_total_flops() / 2
+    assert counted.train == (forward.get_total_flops() + backward.get_total_flops()) / 2
 
 
 def test_the_dry_run_prints_the_plan_with_its_cost(capsys):
