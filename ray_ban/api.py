@@ -4,7 +4,7 @@
 ``gpus_per_worker=0.25``, ``--search lr=...`` is ``search=["lr=..."]``) with the same defaults, so a
 sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
 Ray session the caller started is joined and left running, file descriptors, loggers and the
-matplotlib backend stay as they are, and bad input raises (``SpaceError``, ``DataError``,
+matplotlib backend stay as they are (only a handler on ray-ban's own logger, for the run), and bad input raises (``SpaceError``, ``DataError``,
 ``UsageError``) instead of exiting.
 """
 
@@ -59,8 +59,11 @@ def options(space: str | Path, preset: str = "paper", **values: Any):
     return args
 
 
-def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = None, **values: Any) -> Results:
-    """Train a sweep (a table name or a space file) and return its results; ``stream`` gets the progress lines."""
+def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] | bool = None, **values: Any) -> Results:
+    """Train a sweep (a table name or a space file) and return its results.
+
+    Its lines (one per chain event, the table, failures) are records of the ``ray_ban`` logger, shown
+    on ``stream`` (stdout when None); ``stream=False`` shows nothing and leaves them to your logging."""
     from ray_ban.cli.bank_option import teacher_bank
     from ray_ban.cli.sweep import plan_from_args, validate_plan
     from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
@@ -77,6 +80,15 @@ def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] = 
         use_token_auth_if_available()
     outcome = run_sweep(plan, args, store, own_process=False, stream=stream)
     return Results(outcome.table, store.location, {k: v for k, v in outcome.failures.items() if v})
+
+
+def init_ray(address: str = "local", **ray_init_kwargs: Any) -> None:
+    """Start (or join, with an ``address``) a Ray session set up as a sweep would set up its own, and
+    leave it running: successive ``run`` calls then share it instead of each starting Ray.
+    ``ray_init_kwargs`` go to ``ray.init`` over ray-ban's (``_temp_dir=...``, ``num_cpus=...``)."""
+    from ray_ban.orchestration.sweep import init_ray as start
+
+    start(address, **ray_init_kwargs)
 
 
 def load_space(space: str | Path, preset: str = "paper", **overrides: Any):

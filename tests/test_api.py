@@ -24,23 +24,42 @@ SPACE = {
 
 def _process_state():
     return {"stdout": os.fstat(1).st_ino, "stderr": os.fstat(2).st_ino, "backend": matplotlib.get_backend(),
-            "ray_handlers": list(logging.getLogger("ray").handlers), "ray_propagate": logging.getLogger("ray").propagate}
+            "ray_handlers": list(logging.getLogger("ray").handlers), "ray_propagate": logging.getLogger("ray").propagate,
+            "root_handlers": list(logging.getLogger().handlers), "root_level": logging.getLogger().level,
+            "ray_ban_handlers": list(logging.getLogger("ray_ban").handlers),
+            "ray_ban_level": logging.getLogger("ray_ban").level}
 
 
-def test_two_sweeps_in_one_callers_ray_session(tmp_path):
+class Collected(logging.Handler):
+    """The caller's own handler on the ray_ban logger: what a notebook's logging set-up would receive."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append((record.name, record.levelno, record.getMessage()))
+
+
+def test_two_sweeps_in_one_callers_ray_session(tmp_path, own_ray):
     space = tmp_path / "api.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     with tempfile.TemporaryDirectory(prefix="rb-api-", dir="/tmp") as ray_temp:
-        ray.init(address="local", num_cpus=2, resources={"chain_driver": 100}, include_dashboard=False,
-                 log_to_driver=False, _temp_dir=ray_temp)
+        ray_ban.init_ray(num_cpus=2, _temp_dir=ray_temp)  # the caller's session, set up as a sweep's would be
+        caller = Collected()
         try:
             before = _process_state()
             progress = io.StringIO()
             first = ray_ban.run(space, out=tmp_path / "a", stream=progress)
             assert ray.is_initialized()  # the caller's session is left running
-            second = ray_ban.run(space, out=tmp_path / "b", seeds=[1], stream=progress)
+            assert _process_state() == before
+            shown = progress.getvalue()
+            logging.getLogger("ray_ban").addHandler(caller)  # the caller routes ray-ban's records itself
+            second = ray_ban.run(space, out=tmp_path / "b", seeds=[1], stream=False)
+            logging.getLogger("ray_ban").removeHandler(caller)
             assert _process_state() == before
         finally:
+            logging.getLogger("ray_ban").removeHandler(caller)
             ray.shutdown()
     for results, seed in ((first, 0), (second, 1)):
         assert results.ok and results.location == str(tmp_path / ("a" if seed == 0 else "b") / "api")
@@ -49,7 +68,14 @@ def test_two_sweeps_in_one_callers_ray_session(tmp_path):
             ("student", "ok", seed), ("teacher", "ok", seed)]
         assert ray_ban.read_results(results.location).equals(pq.read_table(f"{results.location}/results.parquet"))
         assert len(results.to_pandas()) == 2
-    assert "epoch 1/1" in progress.getvalue()  # the progress lines went to the caller's stream
+    assert "epoch 1/1" in shown and "results in" in shown  # the first run's lines went to the caller's stream
+    assert progress.getvalue() == shown  # stream=False: the second run showed nothing there...
+    names = {name for name, _, _ in caller.messages}  # ...its lines went to the caller's handler, as records
+    assert {"ray_ban.progress", "ray_ban.sweep"} <= names
+    assert any("epoch 1/1" in m for _, _, m in caller.messages)
+    assert any(m.startswith("ray-ban: results in") and str(tmp_path / "b") in m for _, _, m in caller.messages)
+    log_text = (tmp_path / "b" / "api" / "logs" / "ray.log").read_text()  # and, timestamped, to the run's ray.log
+    assert "ray_ban.progress INFO" in log_text and "ray_ban.sweep INFO ray-ban: results in" in log_text
 
 
 def test_bad_options_and_spaces_raise_instead_of_exiting(tmp_path):

@@ -262,7 +262,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     if ray_address(args) != "local":
         use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
     try:
-        return run_sweep(plan, args, store).code
+        # called in a process that already holds a Ray session (a notebook's, a test's): join it and leave
+        # the process's output alone; otherwise the CLI owns the process and quiets Ray's output
+        joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        return run_sweep(plan, args, store, own_process=not joined).code
     except UsageError as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -4,8 +4,7 @@ or trained once (however many sweeps want it at the same time) and published the
 
 from __future__ import annotations
 
-import logging
-
+from ray_ban import log
 from ray_ban.bank import TeacherBank, entry_name
 from ray_ban.config.recipe import precision_on
 from ray_ban.orchestration.chain import chain_trial
@@ -42,7 +41,7 @@ def banked_trial(trial_config: dict) -> dict:
     except Exception as error:  # noqa: BLE001 - an unreachable bank must not fail a sweep that can train
         if started:
             raise  # the training itself failed: the trial reports it
-        logging.getLogger("ray_ban.bank").warning("teacher bank %s not used for %s: %s", location, training["key"],
+        log.get("bank").warning("teacher bank %s not used for %s: %s", location, training["key"],
                                                   error)
         return chain_trial(trial_config)
     if reused is None:

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import math
-from typing import TextIO
 
 from ray.tune import Callback
 
+from ray_ban import log
 from ray_ban.config.spaces import SweepPlan
 
 
 class ChainProgress(Callback):
-    """Prints 'chain gen k/K epoch e/E test error x%' per epoch, and one line per finish or failure."""
+    """Logs 'chain gen k/K epoch e/E test error x%' per epoch, and one line per finish or failure, as
+    records of the ``ray_ban.progress`` logger (the run shows them on its terminal stream)."""
 
-    def __init__(self, plan: SweepPlan, stream: TextIO):
-        self.plan, self.stream = plan, stream
+    def __init__(self, plan: SweepPlan):
+        self.plan = plan
         self.epochs = plan.recipe.epochs
 
-    def __getstate__(self) -> dict:
-        # Tune pickles its callbacks with the experiment state; an open terminal stream is not data
-        return {**self.__dict__, "stream": None}
-
     def _say(self, text: str) -> None:
-        if self.stream is not None:
-            print(text, file=self.stream, flush=True)
+        log.get("progress").info(text)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "epoch" not in result or result.get("done"):
@@ -52,7 +48,7 @@ class ChainProgress(Callback):
         self._say(f"[{_name(trial)}] finished" + _stopped(result))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"[{_name(trial)}] FAILED (see the summary at the end)")
+        log.get("progress").warning(f"[{_name(trial)}] FAILED (see the summary at the end)")
 
 
 def _stopped(result: dict) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Optional
 
 import yaml
 
+from ray_ban import log
 from ray_ban.config import search as searching
 from ray_ban.orchestration import tuning
 from ray_ban.config.spaces import SweepPlan, read_yaml
@@ -94,29 +95,30 @@ def select_best(trials: list[dict]) -> Optional[dict]:
     return min(complete, key=lambda t: t["metric_value"]) if complete else None
 
 
-def write_best(plan: SweepPlan, store: RunStore, stream: TextIO) -> Optional[str]:
-    """Print the chosen values and write best.yaml, a search-space file that reruns them without the search."""
+def write_best(plan: SweepPlan, store: RunStore) -> Optional[str]:
+    """Log the chosen values and write best.yaml, a search-space file that reruns them without the search."""
     outcome = read_outcome(store)
     if outcome is None:
         return None
     best = next((t for t in outcome["trials"] if t["trial"] == outcome["best"]), None)
     stopped = sum(t["status"] == "stopped" for t in outcome["trials"])
-    print(f"ray-ban: search: {len(outcome['trials'])} trials, {stopped} stopped early by the scheduler", file=stream)
+    say = log.get("search")
+    say.info(f"ray-ban: search: {len(outcome['trials'])} trials, {stopped} stopped early by the scheduler")
     if best is None:
-        print("ray-ban: search: no trial completed, so none is selected", file=stream)
+        say.info("ray-ban: search: no trial completed, so none is selected")
         return None
     chain = searching.chain_to_search(plan)
     values = ", ".join(f"{k}={_short(v)}" for k, v in best["hparams"].items())
     test = "-" if best["test_error"] is None else f"{best['test_error']:.2f}%"
-    print(f"ray-ban: best {best['trial']}: {values}; {outcome['metric']} {best['metric_value']:.4g} "
-          f"(selected on validation); its test error {test} (reported, not used to select)", file=stream)
+    say.info(f"ray-ban: best {best['trial']}: {values}; {outcome['metric']} {best['metric_value']:.4g} "
+          f"(selected on validation); its test error {test} (reported, not used to select)")
     space = searching.best_space(read_yaml(Path(plan.source)), plan.preset, chain, best["hparams"], f"{plan.name}-best")
     header = (f"# Chosen by the search '{plan.name}' ({plan.preset} preset): {best['trial']}, {values}\n"
               f"# {outcome['metric']} {best['metric_value']:.4g} on the validation split; test error {test} "
               f"(reported, not used to select)\n# rerun: python -m ray_ban.sweep {store.uri(BEST_FILE)} --preset {plan.preset}\n")
     path = store.uri(BEST_FILE)
     store.write_bytes(BEST_FILE, (header + yaml.safe_dump(space, sort_keys=False)).encode())
-    print(f"ray-ban: search: best configuration written to {path}", file=stream)
+    say.info(f"ray-ban: search: best configuration written to {path}")
     return path
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from ray_ban import log
 from ray_ban.config.spaces import SweepPlan, Training
 from ray_ban.errors import UsageError
 from ray_ban.store import is_uri
@@ -163,13 +164,11 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
 
     ``own_process`` (the CLI): Ray's output goes to the run's ray.log through file descriptors 1 and 2
     and Ray's loggers, and the terminal shows ray-ban's lines only. Otherwise (``ray_ban.run``) nothing
-    of the caller's process is touched: a Ray session the caller started is joined and left running,
-    and ray-ban's lines go to ``stream``."""
+    of the caller's process is touched: a Ray session the caller started is joined and left running.
+    ray-ban's lines are records of the ``ray_ban`` logger, shown on ``stream`` (stdout by default;
+    ``False``: only through the caller's logging set-up) and appended to ray.log (``log.for_run``)."""
     import ray
 
-    from ray_ban.orchestration.chain import DRIVER_RESOURCE
-    from ray_ban.core.generations import AUDIT_ENV
-    from ray_ban.orchestration.chain_worker import FAULT_ENV
     from ray_ban.results.tables import write_results
     from ray_ban.results.tensorboard_runs import board_root, write_ensemble_runs
 
@@ -177,48 +176,32 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
     started = time.perf_counter()
     address = ray_address(args)
-    # The Train controller polls its workers every 2 s by default; a chain of short generations spends
-    # much of its time waiting on that poll (measured: 19 s -> 11 s for a trivial fit at 0.25 s).
-    env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"),
-                "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
-    for name in (FAULT_ENV, AUDIT_ENV):
-        if name in os.environ:
-            env_vars[name] = os.environ[name]
-    # On a cluster the workers' output (tracebacks, warnings) reaches ray.log through the driver; a local
-    # run's workers write to Ray's session folder on this machine, and skip that per-line relay.
-    init_kwargs = {"log_to_driver": address != "local", "logging_level": logging.WARNING, "include_dashboard": False,
-                   "runtime_env": {"env_vars": env_vars}}
-    if address == "local":
-        # One machine cannot be pre-empted piecemeal: skip Train's per-chain PreemptionWatcher actor
-        # (one process fewer to start for every chain; clusters keep it for spot nodes).
-        env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        init_kwargs["num_cpus"] = os.cpu_count()
-        init_kwargs["resources"] = {DRIVER_RESOURCE: 10_000}
     # Ray's own logs stay on this machine: in the run folder, or beside it for a storage URI (uploaded
     # every LOG_UPLOAD_S while the sweep runs, and at the end)
     log_path = (Path(tempfile.gettempdir()) / "ray-ban-logs" / plan.name if store.remote else Path(store.base) / "logs") / "ray.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     joined = ray.is_initialized()  # the caller's own session (a notebook, a script): used as it is
-    stream = stream or sys.stdout
     with contextlib.ExitStack() as stack:
-        terminal = stream
-        if own_process:
-            log_file = stack.enter_context(open(log_path, "a"))
-            terminal = stack.enter_context(_ray_output_to(log_file))
-        stack.enter_context(_uploading(log_path, store))
-        if not joined:
-            ray.init(address=address, **init_kwargs)
-        if own_process:
-            _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
-        failures = _run_phases(plan, args, store, log_path, terminal, shutdown=not joined)
-    table = write_results(plan, store)
-    write_ensemble_runs(table.to_pylist(), board_root(store.location))
-    _write_report(store.location)
-    code = _report(plan, table, failures, store, started, stream)
-    if plan.search:
-        from ray_ban.orchestration.search_phase import write_best
+        handler = stack.enter_context(log.for_run(sys.stdout if stream is None else stream, log_path))
+        with contextlib.ExitStack() as ray_phase:
+            if own_process:
+                log_file = ray_phase.enter_context(open(log_path, "a"))
+                # fds 1 and 2 now lead to ray.log: ray-ban's lines, errors too, go to the real terminal
+                ray_phase.enter_context(_terminal_lines(handler, ray_phase.enter_context(_ray_output_to(log_file))))
+            ray_phase.enter_context(_uploading(log_path, store))
+            if not joined:
+                ray.init(address=address, **ray_init_options(address))
+            if own_process:
+                _quiet_ray_logs(log_path)  # after ray.init, which installs its own handlers
+            failures = _run_phases(plan, args, store, log_path, shutdown=not joined)
+        table = write_results(plan, store)
+        write_ensemble_runs(table.to_pylist(), board_root(store.location))
+        _write_report(store.location)
+        code = _report(plan, table, failures, store, started)
+        if plan.search:
+            from ray_ban.orchestration.search_phase import write_best
 
-        write_best(plan, store, stream)
+            write_best(plan, store)
     return SweepOutcome(table, failures, code)
 
 
@@ -240,7 +223,7 @@ def _uploading(log_path: Path, store):
         try:
             store.write_bytes("logs/ray.log", log_path.read_bytes())
         except Exception as error:  # noqa: BLE001 - a log upload must never fail the sweep
-            logging.getLogger("ray_ban").warning("ray.log not uploaded: %s", error)
+            log.get("sweep").warning("ray-ban: warning: ray.log not uploaded: %s", error)
 
     def loop() -> None:
         while not stop.wait(LOG_UPLOAD_S):
@@ -275,8 +258,22 @@ def _write_report(run_dir: str) -> None:
     try:
         write_report(run_dir)
     except Exception as error:  # noqa: BLE001  (results.parquet is already safe; say so in one line)
-        print(f"ray-ban: warning: report not written ({type(error).__name__}: {error}); "
-              f"run python -m ray_ban.report {run_dir}", file=sys.stderr)
+        log.get("sweep").warning(f"ray-ban: warning: report not written ({type(error).__name__}: {error}); "
+                                 f"run python -m ray_ban.report {run_dir}")
+
+
+@contextlib.contextmanager
+def _terminal_lines(handler, terminal):
+    """Point the terminal handler (if any) at ``terminal``, every level, for the block; then back."""
+    if handler is None:
+        yield
+        return
+    saved = handler.out, handler.errors
+    handler.out, handler.errors = terminal, None
+    try:
+        yield
+    finally:
+        handler.out, handler.errors = saved
 
 
 @contextlib.contextmanager
@@ -300,7 +297,7 @@ def _ray_output_to(log_file):
             os.close(copy)
 
 
-def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shutdown: bool = True) -> dict:
+def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, shutdown: bool = True) -> dict:
     """Every model in one scheduling pass (a search: its teacher, then its trials); chain_id -> error or None."""
     import ray
 
@@ -316,7 +313,7 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
     try:
         relay = start_relay()  # noqa: F841 - the handle is held until every trial has reported
         metric = "val_error" if plan.validation_size else "test_error"
-        progress = ChainProgress(plan, terminal)
+        progress = ChainProgress(plan)
         board_runs = plan_runs(plan)  # TensorBoard run names and hyperparameters of every training
         roots = [t for t in ([searching.chain_to_search(plan).root] if plan.search else plan.roots())
                  if not store.is_done(t.key)]
@@ -328,8 +325,8 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
         chain_configs = [{**trial_config(plan, c.chain_id, list(c.generations), [c.root], store.location, args, metric,
                                          board_runs), "stopping": c.stopping} for c in chains]
         what = f"a search of {searching.Search(**plan.search).trials()} chains" if plan.search else f"{len(plan.chains)} chain{'s' * (len(plan.chains) != 1)}"
-        print(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; Ray logs in {log_path}",
-              file=terminal, flush=True)
+        log.get("sweep").info(f"ray-ban: {plan.name}: {what}, up to {max_concurrent} at once; {resources}; "
+                              f"Ray logs in {log_path}")
         settled = {t.key for t in plan.trainings() if store.is_done(t.key)}
         if plan.search:
             failures = run_phase("generation0", root_configs, settled, store, max_concurrent, progress)
@@ -344,25 +341,61 @@ def _run_phases(plan: SweepPlan, args: Any, store, log_path: Path, terminal, shu
             if requested:
                 capacity.release_request()
         except Exception as error:  # noqa: BLE001 - the request only keeps idle nodes up; never fail the sweep
-            logging.getLogger("ray_ban").warning("autoscaler request not withdrawn: %s", error)
+            log.get("sweep").warning("ray-ban: warning: autoscaler request not withdrawn: %s", error)
         if shutdown:
             stop_releasing()  # no release thread may call Ray once it is down: that would start a new cluster
             ray.shutdown()
 
 
-def _report(plan: SweepPlan, table, failures: dict, store, started: float, stream: TextIO) -> int:
+def _report(plan: SweepPlan, table, failures: dict, store, started: float) -> int:
     """Print the paper-style table, each student against its teacher paired by seed, the failures; the exit code."""
     from ray_ban.results.tables import paper_table, teacher_student_lines
 
-    print(paper_table(plan, table), file=stream)
+    say = log.get("sweep")
+    say.info(paper_table(plan, table))
     for line in teacher_student_lines(plan, table):
-        print(f"ray-ban: paired by seed, {line}", file=stream)
+        say.info(f"ray-ban: paired by seed, {line}")
     failed = {k: v for k, v in failures.items() if v}
     for chain_id, message in failed.items():
-        print(f"ray-ban: FAILED {chain_id}: {message}", file=sys.stderr if stream is sys.stdout else stream)
-    print(f"ray-ban: results in {store.uri('results.parquet')} ({table.num_rows} rows); "
-          f"{time.perf_counter() - started:.0f} s", file=stream, flush=True)
+        say.error(f"ray-ban: FAILED {chain_id}: {message}")
+    say.info(f"ray-ban: results in {store.uri('results.parquet')} ({table.num_rows} rows); "
+             f"{time.perf_counter() - started:.0f} s")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def ray_init_options(address: str = "local") -> dict:
+    """``ray.init`` keyword arguments for a sweep's session at ``address`` ("local": a private one here).
+
+    ``ray_ban.init_ray`` starts a session with them, so that successive sweeps in one process share it."""
+    from ray_ban.core.generations import AUDIT_ENV
+    from ray_ban.orchestration.chain import DRIVER_RESOURCE
+    from ray_ban.orchestration.chain_worker import FAULT_ENV
+
+    # The Train controller polls its workers every 2 s by default; a chain of short generations spends
+    # much of its time waiting on that poll (measured: 19 s -> 11 s for a trivial fit at 0.25 s).
+    env_vars = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25"),
+                "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+    for name in (FAULT_ENV, AUDIT_ENV):
+        if name in os.environ:
+            env_vars[name] = os.environ[name]
+    # On a cluster the workers' output (tracebacks, warnings) reaches ray.log through the driver; a local
+    # run's workers write to Ray's session folder on this machine, and skip that per-line relay.
+    options = {"log_to_driver": address != "local", "logging_level": logging.WARNING, "include_dashboard": False,
+               "runtime_env": {"env_vars": env_vars}}
+    if address == "local":
+        # One machine cannot be pre-empted piecemeal: skip Train's per-chain PreemptionWatcher actor
+        # (one process fewer to start for every chain; clusters keep it for spot nodes).
+        env_vars["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        options["num_cpus"] = os.cpu_count()
+        options["resources"] = {DRIVER_RESOURCE: 10_000}
+    return options
+
+
+def init_ray(address: str = "local", **ray_init_kwargs: Any) -> None:
+    """``ray.init`` with a sweep's options (``ray_init_options``), ``ray_init_kwargs`` laid over them."""
+    import ray
+
+    ray.init(address=address, **{**ray_init_options(address), **ray_init_kwargs})
 
 
 def ray_address(args: Any) -> str:
