@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from s3_server import local_s3  # noqa: F401  (the fixture, for every test module)
-from sweep_helpers import SPACE, run_sweep
+from sweep_helpers import SPACE, SharedRay, sweep_in_session
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
@@ -42,17 +42,40 @@ def shared_cifar() -> Path:
 
 
 @pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory):
+def shared_ray():
+    """The test session's one shared Ray session (started on first use, see ``SharedRay``); ended at the end."""
+    folder = tempfile.mkdtemp(prefix="rb-shared-", dir="/tmp")  # short: Ray's socket paths live under it
+    shared = SharedRay(folder)
+    yield shared
+    shared.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_session(shared_ray):
+    """A test that needs the shared Ray session running (``sweep_in_session`` starts it too)."""
+    shared_ray.ensure()
+    return shared_ray
+
+
+@pytest.fixture
+def own_ray(shared_ray):
+    """A test that starts and stops Ray in this process itself: the shared session is stopped first."""
+    shared_ray.stop()
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, shared_ray):
     folder = tmp_path_factory.mktemp("sweep")
     space = folder / "shared.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     started = time.time()
-    result = run_sweep(space, folder / "runs")
+    result = sweep_in_session(shared_ray, space, folder / "runs")
     assert result.returncode == 0, result.stdout + result.stderr
     return folder, space, result, time.time() - started
 
 
-RAY_CALLS = ("run_sweep(", "ray.init(", "ray_ban.run(", "Popen(command", "autoscaling_cluster(", "Cluster(")
+RAY_CALLS = ("run_sweep(", "sweep_in_session(", "ensure()", "ray.init(", "ray_ban.run(", "Popen(command", "autoscaling_cluster(", "Cluster(")
 
 
 def _starts_ray(function) -> bool:

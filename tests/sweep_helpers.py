@@ -27,3 +27,53 @@ def run_sweep(space_path, out, *args, env=None):
     command = [sys.executable, "-m", "ray_ban.sweep", str(space_path), "--out", str(out), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
                           env={**os.environ, "RAY_ADDRESS": "", **(env or {})})
+
+
+class SharedRay:
+    """One local Ray session, started as a sweep starts its own (``ray_ban.init_ray``), for the test sweeps
+    that do not test Ray's start-up, shutdown or a process of their own: each then saves a Python start-up,
+    the torch and Ray imports, and Ray's start and stop. Tests that start Ray themselves stop it first."""
+
+    def __init__(self, temp_dir: str):
+        self.temp_dir = temp_dir
+
+    def ensure(self) -> None:
+        import ray
+
+        import ray_ban
+
+        if not ray.is_initialized():
+            ray_ban.init_ray(num_cpus=2, _temp_dir=self.temp_dir)
+
+    def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def sweep_in_session(shared: SharedRay, space_path, out, *args, env=None) -> subprocess.CompletedProcess:
+    """``python -m ray_ban.sweep SPACE --out OUT ARGS`` run by the CLI in this process, in ``shared``'s Ray
+    session (joined, left running): exit code, stdout and stderr, as ``run_sweep`` gives them."""
+    import contextlib
+    import io
+
+    from ray_ban.cli.sweep import main
+
+    shared.ensure()
+    command = [str(space_path), "--out", str(out), *map(str, args)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_env, here = dict(os.environ), os.getcwd()
+    os.environ.update({"RAY_ADDRESS": "", **(env or {})})
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = main(command)
+            except SystemExit as exit_:
+                code = exit_.code
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(command, code, stdout.getvalue(), stderr.getvalue())

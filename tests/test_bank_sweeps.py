@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ray_ban.config import spaces
-from sweep_helpers import run_sweep
+from sweep_helpers import sweep_in_session
 
 
 def one_row(tmp_path, table: str, row: str):
@@ -28,9 +28,9 @@ def rows_of(run) -> dict:
             for r in pq.read_table(run / "results.parquet").to_pylist()}
 
 
-def test_table5_reuses_the_teacher_table4_put_in_the_bank(tmp_path):
+def test_table5_reuses_the_teacher_table4_put_in_the_bank(tmp_path, shared_ray):
     bank = tmp_path / "bank"
-    first = run_sweep(one_row(tmp_path, "table4", "2xDepth"), tmp_path / "runs", "--preset", "smoke",
+    first = sweep_in_session(shared_ray, one_row(tmp_path, "table4", "2xDepth"), tmp_path / "runs", "--preset", "smoke",
                       "--teachers", str(bank))
     assert first.returncode == 0, first.stdout + first.stderr
     assert "reused from the teacher bank" not in first.stdout
@@ -39,7 +39,7 @@ def test_table5_reuses_the_teacher_table4_put_in_the_bank(tmp_path):
     entries = [p.parent for p in bank.glob("*/complete.json")]
     assert [e.name for e in entries] == [f"{teacher['model_key']}.fp32"]  # the teacher only: students are not banked
 
-    second = run_sweep(one_row(tmp_path, "table5", "BAN-Pre-ResNet-14-0.5"), tmp_path / "runs", "--preset", "smoke",
+    second = sweep_in_session(shared_ray, one_row(tmp_path, "table5", "BAN-Pre-ResNet-14-0.5"), tmp_path / "runs", "--preset", "smoke",
                        "--teachers", str(bank))
     assert second.returncode == 0, second.stdout + second.stderr
     reused_lines = [line for line in second.stdout.splitlines() if "reused from the teacher bank" in line]

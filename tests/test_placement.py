@@ -19,7 +19,7 @@ class Trial:
         return True
 
 
-def test_release_threads_stop_before_shutdown_and_never_restart_ray():
+def test_release_threads_stop_before_shutdown_and_never_restart_ray(own_ray):
     with tempfile.TemporaryDirectory(prefix="rb-placement-") as folder:
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=folder)
         try:

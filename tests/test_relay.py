@@ -10,7 +10,9 @@ from ray_ban.orchestration.relay import ReportToTrial, mailbox, start_relay
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(shared_ray):
+    """A Ray session of this module's own (it kills the relay for good): the shared one is stopped first."""
+    shared_ray.stop()
     with tempfile.TemporaryDirectory(prefix="rb-relay-") as folder:
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir=folder)
         try:

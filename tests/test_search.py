@@ -12,7 +12,7 @@ from ray_ban.config import search as searching
 from ray_ban.config import spaces
 from ray_ban.orchestration.tuning import tune_space
 from ray_ban.cli import sweep
-from sweep_helpers import run_sweep
+from sweep_helpers import sweep_in_session
 
 SPACE = {
     "name": "tune-banl", "dataset": "synthetic", "seeds": [0], "train_subset": 512, "test_subset": 200,
@@ -111,14 +111,14 @@ def _search_rows(run):
     return rows, by_trial
 
 
-def test_random_search_with_asha_stops_poor_chains_early(tmp_path):
+def test_random_search_with_asha_stops_poor_chains_early(tmp_path, shared_ray):
     space = write(tmp_path / "s.yaml", recipe={**SPACE["recipe"], "epochs": 2},
                   search={"space": {"lr": "loguniform:0.01:0.5"}, "num_samples": 4, "scheduler": "asha",
                           "grace_period": 1, "reduction_factor": 2})
     # One trial at a time: ASHA's decisions then depend only on the seeded values (0.12, 0.029, 0.012,
     # 0.011), not on timing; the range is one where the step size shows within the first epochs. A whole
     # CPU per worker: on two cores, two stopped chains whose placement groups leaked would hang the third.
-    result = run_sweep(space, tmp_path / "runs", "--preset", "small", "--max-concurrent", "1", "--cpus-per-worker", "1")
+    result = sweep_in_session(shared_ray, space, tmp_path / "runs", "--preset", "small", "--max-concurrent", "1", "--cpus-per-worker", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "runs" / "tune-banl"
     rows, by_trial = _search_rows(run)
@@ -153,14 +153,14 @@ def test_random_search_with_asha_stops_poor_chains_early(tmp_path):
     assert "## Search trials" in (run / "report.md").read_text()
 
 
-def test_optuna_search_records_its_suggestions(tmp_path):
+def test_optuna_search_records_its_suggestions(tmp_path, shared_ray):
     from ray.tune.search.optuna import OptunaSearch
 
     space = write(tmp_path / "s.yaml", rows=[{"row": "W", "teacher": "wrn-10-1",
                                               "chains": {"banl": {"loss": "ban+l", "generations": 1}}}],
                   search={"space": {"label_weight": "uniform:0:1", "lr": "loguniform:0.01:0.1"}, "num_samples": 2,
                           "search_alg": "optuna"})
-    result = run_sweep(space, tmp_path / "runs", "--preset", "small", "--max-concurrent", "2")
+    result = sweep_in_session(shared_ray, space, tmp_path / "runs", "--preset", "small", "--max-concurrent", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "runs" / "tune-banl"
     _, by_trial = _search_rows(run)

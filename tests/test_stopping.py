@@ -18,7 +18,7 @@ from ray_ban.config.spaces import SpaceError
 from ray_ban.core.generations import prepare_data, run_chain, should_stop
 from ray_ban.results.tables import write_results
 from ray_ban.store import RunStore
-from sweep_helpers import run_sweep
+from sweep_helpers import sweep_in_session
 
 ABSENT = 9  # a class no training image has: every model misses every validation image
 
@@ -136,7 +136,7 @@ def crafted_parquet(folder, plan_validation: int, train: int = 512, test: int = 
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torchvision's PNG encoder, used to write the dataset
-def test_a_sweep_reports_how_far_each_chain_ran_and_why_it_stopped(tmp_path):
+def test_a_sweep_reports_how_far_each_chain_ran_and_why_it_stopped(tmp_path, shared_ray):
     """Through Ray: one teacher, a chain that stops after generation 1 and one that runs to its max."""
     (tmp_path / "data").mkdir()
     crafted_parquet(tmp_path / "data", 128)
@@ -147,7 +147,7 @@ def test_a_sweep_reports_how_far_each_chain_ran_and_why_it_stopped(tmp_path):
     raw.pop("train_subset"), raw.pop("test_subset")
     path = tmp_path / "stops.yaml"
     path.write_text(yaml.safe_dump(raw))
-    result = run_sweep(path, tmp_path / "runs", "--cpus-per-worker", "0.5")
+    result = sweep_in_session(shared_ray, path, tmp_path / "runs", "--cpus-per-worker", "0.5")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[r.stops.seed0] finished: stopped after generation 1 of 3, val_error did not improve" in result.stdout
     assert "[r.full.seed0] finished\n" in result.stdout

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweep_helpers import run_sweep
+from sweep_helpers import sweep_in_session
 
 
 
@@ -69,11 +69,11 @@ def test_ensembles_are_computed_from_stored_fp16_predictions(finished_sweep):
         assert torch.isfinite(logits[0][0]).all()
 
 
-def test_rerunning_with_resume_trains_nothing_again(finished_sweep):
+def test_rerunning_with_resume_trains_nothing_again(finished_sweep, shared_ray):
     folder, space, _, first_duration = finished_sweep
     run = folder / "runs" / "shared"
     finished = {p.name: json.loads((p / "summary.json").read_text())["finished_at"] for p in (run / "models").iterdir()}
-    result = run_sweep(space, folder / "runs", "--resume")
+    result = sweep_in_session(shared_ray, space, folder / "runs", "--resume")
     assert result.returncode == 0, result.stderr
     after = {p.name: json.loads((p / "summary.json").read_text())["finished_at"] for p in (run / "models").iterdir()}
     assert after == finished
@@ -93,12 +93,12 @@ NO_BARRIER = {
 }
 
 
-def test_a_chain_trains_while_an_unrelated_slower_baseline_is_still_training(tmp_path):
+def test_a_chain_trains_while_an_unrelated_slower_baseline_is_still_training(tmp_path, shared_ray):
     import yaml
 
     path = tmp_path / "nobarrier.yaml"
     path.write_text(yaml.safe_dump(NO_BARRIER))
-    result = run_sweep(path, tmp_path / "runs")
+    result = sweep_in_session(shared_ray, path, tmp_path / "runs")
     assert result.returncode == 0, result.stdout + result.stderr
     rows = pq.read_table(tmp_path / "runs" / "nobarrier" / "results.parquet").to_pylist()
     models = tmp_path / "runs" / "nobarrier" / "models"

@@ -10,13 +10,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ray_ban.core import metrics
 from ray_ban.store import RunStore
-from sweep_helpers import ROOT, run_sweep
+from sweep_helpers import ROOT, sweep_in_session
 
 
 @pytest.fixture(scope="module")
-def table6(tmp_path_factory):
+def table6(tmp_path_factory, shared_ray):
     out = tmp_path_factory.mktemp("table6") / "runs"
-    result = run_sweep(ROOT / "search_spaces" / "table6.yaml", out, "--preset", "smoke")
+    result = sweep_in_session(shared_ray, ROOT / "search_spaces" / "table6.yaml", out, "--preset", "smoke")
     assert result.returncode == 0, result.stdout + result.stderr
     return out / "table6", result
 
