@@ -88,8 +88,14 @@ def run_sweep(args, folder: Path, name: str, seeds: list[int], gpus_per_worker: 
     try:
         output, _ = process.communicate(timeout=max(10.0, timeout))
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the sweep and the Ray processes it started
-        output, _ = process.communicate()
+        # Ctrl-C, as a user would: the sweep's ray.shutdown then ends the Ray processes it started, which
+        # run in sessions of their own (a SIGKILL of the sweep's group alone would leave them running)
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
         return {"error": f"timed out after {timeout:.0f} s", "output_tail": output[-3000:]}
     wall = time.perf_counter() - started
     result = {"command": " ".join(command[1:]), "exit_code": process.returncode, "sweep_wall_s": wall}
