@@ -9,7 +9,7 @@ from PIL import Image
 
 import pyarrow.parquet as pq
 
-from fabricated_run import fabricate_run
+from fabricated_run import SPACE, fabricate_run
 from ray_ban.results.report import COMPARISONS_FIGURE, CURVES_FIGURE, ERROR_FIGURE, load, paper_points, write_report
 from ray_ban.results.tables import write_results
 from sweep_helpers import ROOT
@@ -64,3 +64,19 @@ def test_the_report_shows_paired_comparisons_as_a_table_and_a_forest_plot(tmp_pa
         assert (f"| {c['row']} | {c['comparison']} | {c['a']} - {c['b']} | {c['n']} | {c['mean_diff']:+.2f} | "
                 f"{c['ci_low']:+.2f} to {c['ci_high']:+.2f} | {c['p_value']:.3g} |") in text
     assert "(n=3)" in text and "77.9k" in text and "independent" in text
+
+
+def test_a_row_of_only_a_baseline_is_drawn_without_a_warning(tmp_path):
+    import copy
+    import warnings
+
+    space = copy.deepcopy(SPACE)  # row B: a label-only baseline and nothing else (no teacher, no chain)
+    space["columns"]["Slow"] = "slow/0"
+    space["rows"].append({"row": "B", "chains": {"slow": {"baseline": True, "student": "wrn-10-1"}}})
+    plan, store, _ = fabricate_run(tmp_path, space)
+    write_results(plan, store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was: matplotlib's "No artists with labels found to put in legend"
+        write_report(store.location)
+    with Image.open(store.path(ERROR_FIGURE)) as image:
+        image.verify()

@@ -130,8 +130,7 @@ def error_by_generation(records: list[dict], plan: SweepPlan, store: RunStore, p
                 baselines[r["chain"]].append(r)
         for rs in baselines.values():
             level = _mean([r[metric] for r in rs])
-            ax.axhline(level, linestyle="--", color="gray", linewidth=1)
-            ax.text(0, level, f" baseline {rs[0]['architecture']}", fontsize=7, va="bottom", color="gray")
+            ax.axhline(level, linestyle="--", color="gray", linewidth=1, label=f"baseline {rs[0]['architecture']}")
         ensembles: dict[str, list[dict]] = defaultdict(list)
         for r in ok:
             if r["row"] == row and r["role"] == "ensemble":
