@@ -1,8 +1,9 @@
 """The Python API: run a sweep from a notebook or a script, load a space, read results back.
 
 ``run`` takes the command line's options as keyword arguments (``--gpus-per-worker 0.25`` is
-``gpus_per_worker=0.25``, ``--search lr=...`` is ``search=["lr=..."]``) with the same defaults, so a
-sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
+``gpus_per_worker=0.25``, ``--search lr=...`` is ``search=["lr=..."]``) into the same ``SweepOptions``
+with the same defaults, and the command line is argparse -> ``SweepOptions`` -> ``sweep``, as ``run``
+is: a sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
 Ray session the caller started is joined and left running, file descriptors, loggers and the
 matplotlib backend stay as they are (only a handler on ray-ban's own logger, for the run), and bad input raises (``SpaceError``, ``DataError``,
 ``UsageError``) instead of exiting.
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 
 import pyarrow as pa
+
+from ray_ban.config.options import SweepOptions
+from ray_ban.config.spaces import SweepPlan
 
 
 @dataclass
@@ -34,29 +38,56 @@ class Results:
         return self.table.to_pandas()
 
 
-# the command line's own options: listing, and the dry run with its plan in GPU-hours
-CLI_ONLY = ("table", "list", "dry_run", "gpus", "gpu_price")
+# the command line's own options (listing, the dry run with its plan in GPU-hours) and what a run resolves
+NOT_RUN_OPTIONS = ("table", "dry_run", "gpus", "gpu_price", "teacher_bank")
 
 
-def options(space: str | Path, preset: str = "paper", **values: Any):
+def options(space: str | Path, preset: str = "paper", **values: Any) -> SweepOptions:
     """The sweep options for ``space``: the command line's defaults with ``values`` laid over them."""
-    from ray_ban.cli.sweep import gpu_amount, parse_args
+    from ray_ban.cli.sweep import gpu_amount
 
-    args = parse_args([str(space)])
-    args.preset = preset
-    for name, value in values.items():
-        if name in CLI_ONLY or not hasattr(args, name):
+    allowed = [n for n in SweepOptions.names() if n not in NOT_RUN_OPTIONS]
+    for name in values:
+        if name not in allowed:
             raise TypeError(f"run() got an unknown option {name!r}; options are the command line's long options "
-                            f"with underscores: {', '.join(sorted(k for k in vars(args) if k not in CLI_ONLY))}")
-        setattr(args, name, value)
-    if isinstance(args.gpus_per_worker, str):
-        args.gpus_per_worker = gpu_amount(args.gpus_per_worker)
-    if isinstance(args.seeds, (list, tuple, range)):
-        args.seeds = ",".join(str(s) for s in args.seeds)
-    if isinstance(args.search, str):
-        args.search = [args.search]
-    args.out = str(args.out)
-    return args
+                            f"with underscores: {', '.join(sorted(allowed))}")
+    if isinstance(values.get("gpus_per_worker"), str):
+        values["gpus_per_worker"] = gpu_amount(values["gpus_per_worker"])
+    if isinstance(values.get("seeds"), (list, tuple, range)):
+        values["seeds"] = ",".join(str(s) for s in values["seeds"])
+    if isinstance(values.get("search"), str):
+        values["search"] = [values["search"]]
+    for name in ("out", "data_root", "cluster_config", "teachers"):
+        if isinstance(values.get(name), Path):
+            values[name] = str(values[name])
+    return SweepOptions(table=str(space), preset=preset, **values)
+
+
+def prepared(options: SweepOptions) -> SweepPlan:
+    """The plan ``options`` ask for, validated (data, architectures, pairs, resources), with the teacher
+    bank resolved into ``options.teacher_bank``: everything checked before anything is written."""
+    from ray_ban.cli.bank_option import teacher_bank
+    from ray_ban.cli.sweep import plan_from_args, validate_plan
+
+    plan = plan_from_args(options)
+    validate_plan(plan, options)
+    options.teacher_bank = teacher_bank(options)
+    return plan
+
+
+def sweep(options: SweepOptions, *, own_process: bool = False, stream: Optional[TextIO] | bool = None) -> tuple:
+    """Validate, prepare the run folder and train: ``(SweepOutcome, run location)``. What ``run`` and the
+    command line share; ``own_process`` (the CLI's) lets the run quiet Ray's output in this process."""
+    from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
+    from ray_ban.results.run_folder import prepare_run_dir, run_location
+    from ray_ban.store import RunStore
+
+    plan = prepared(options)
+    store = RunStore(run_location(options.out, plan.name))
+    prepare_run_dir(store, plan, options.resume, options.overwrite)
+    if "ray" not in sys.modules and ray_address(options) != "local":
+        use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
+    return run_sweep(plan, options, store, own_process=own_process, stream=stream), store.location
 
 
 def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] | bool = None, **values: Any) -> Results:
@@ -64,22 +95,8 @@ def run(space: str | Path, preset: str = "paper", *, stream: Optional[TextIO] | 
 
     Its lines (one per chain event, the table, failures) are records of the ``ray_ban`` logger, shown
     on ``stream`` (stdout when None); ``stream=False`` shows nothing and leaves them to your logging."""
-    from ray_ban.cli.bank_option import teacher_bank
-    from ray_ban.cli.sweep import plan_from_args, validate_plan
-    from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
-    from ray_ban.results.run_folder import prepare_run_dir, run_location
-    from ray_ban.store import RunStore
-
-    args = options(space, preset, **values)
-    plan = plan_from_args(args)
-    validate_plan(plan, args)
-    args.teacher_bank = teacher_bank(args)
-    store = RunStore(run_location(args.out, plan.name))
-    prepare_run_dir(store, plan, args.resume, args.overwrite)
-    if "ray" not in sys.modules and ray_address(args) != "local":
-        use_token_auth_if_available()
-    outcome = run_sweep(plan, args, store, own_process=False, stream=stream)
-    return Results(outcome.table, store.location, {k: v for k, v in outcome.failures.items() if v})
+    outcome, location = sweep(options(space, preset, **values), stream=stream)
+    return Results(outcome.table, location, {k: v for k, v in outcome.failures.items() if v})
 
 
 def init_ray(address: str = "local", **ray_init_kwargs: Any) -> None:

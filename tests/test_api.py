@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import tempfile
+from pathlib import Path
 
 import matplotlib
 import pyarrow.parquet as pq
@@ -85,3 +86,20 @@ def test_bad_options_and_spaces_raise_instead_of_exiting(tmp_path):
         ray_ban.run("table1", preset="smoke", workers=0, out=tmp_path)
     assert not list(tmp_path.iterdir())  # nothing written
     assert ray_ban.__version__ and ray_ban.load_space("table5", "smoke").name == "table5"
+
+
+def test_the_command_line_and_run_build_the_same_options():
+    """argparse -> SweepOptions and run()'s keywords -> SweepOptions: one set of options, one set of defaults."""
+    from ray_ban.api import options
+    from ray_ban.cli.sweep import parse_args
+    from ray_ban.config.options import SweepOptions
+
+    assert SweepOptions.from_values(parse_args(["table1"])) == SweepOptions(table="table1")
+    cli = SweepOptions.from_values(parse_args(["table1", "--preset", "smoke", "--seeds", "0-2", "--gpus-per-worker",
+                                               "0.25", "--cpus-per-worker", "0.5", "--search", "lr=grid:0.1,0.2",
+                                               "--out", "/tmp/x"]))
+    api = options("table1", "smoke", seeds=range(3), gpus_per_worker="0.25", cpus_per_worker=0.5,
+                  search="lr=grid:0.1,0.2", out=Path("/tmp/x"))
+    assert api == SweepOptions(**{**vars(cli), "seeds": "0,1,2"})  # a range of seeds is written out, the same seeds
+    with pytest.raises(TypeError, match="unknown option 'teacher_bank'"):  # resolved by a run, not set by a caller
+        options("table1", teacher_bank="/tmp/bank")

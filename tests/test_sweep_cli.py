@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ray_ban.config import spaces
+from ray_ban.config.options import SweepOptions
 from ray_ban.cli.sweep import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def test_independent_models_are_generation_0_roots_trained_once_each(tmp_path):
     code, out, err = sweep(space, "--dry-run")
     # per seed: one teacher and two independent models, which ban and banl (the same student) share
     assert code == 0 and "6 generation-0 models" in out and "; 2 independent [label]" in out, err
-    args = cli.parse_args([str(space)])
+    args = SweepOptions(table=str(space))
     plan = cli.plan_from_args(args)
     independent = [t for t in plan.roots() if t.role == "independent"]
     assert len(independent) == 4 and all((t.loss, t.generation, t.architecture, t.teacher_key) == ("label", 0, "wrn-10-1", None)

@@ -1,1 +1,1 @@
-"""The command line: argparse -> options -> the same functions the Python API calls."""
+"""The command line: argparse -> ``SweepOptions`` -> ``api.sweep``, the function ``ray_ban.run`` calls too."""

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Optional
 
 from ray_ban import bank
+from ray_ban.config.options import SweepOptions
 from ray_ban.errors import UsageError
 from ray_ban.orchestration.sweep import ray_address
 from ray_ban.results.run_folder import _first_line
 
 
-def teacher_bank(args: argparse.Namespace) -> Optional[str]:
+def teacher_bank(args: SweepOptions) -> Optional[str]:
     """The teacher bank's location (None: off); one named with --teachers (or $RAY_BAN_TEACHERS) must be
     writable, the default one is turned off with a warning if it is not."""
     location = bank.resolve_location(args.teachers, joined_cluster=ray_address(args) != "local")

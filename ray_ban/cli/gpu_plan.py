@@ -4,7 +4,6 @@ and the estimate of ``config.gpu_plan`` with the plan's image counts and FLOPs c
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import replace
 from typing import Callable
@@ -12,6 +11,7 @@ from typing import Callable
 from ray_ban.bank import TeacherBank, entry_name
 from ray_ban.config.gpu_cost import device_entry, load_table
 from ray_ban.config.gpu_plan import estimate, summary_lines
+from ray_ban.config.options import SweepOptions
 from ray_ban.config.recipe import precision_on
 from ray_ban.config.search import Search, chain_to_search
 from ray_ban.config.spaces import SweepPlan
@@ -21,7 +21,7 @@ from ray_ban.results.run_folder import run_location
 from ray_ban.store import RunStore
 
 
-def plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
+def plan_lines(plan: SweepPlan, args: SweepOptions) -> list[str]:
     """The plan's lines. A plan that cannot be made is one line: the dry run's validation has passed, and
     stays the answer."""
     try:
@@ -31,7 +31,7 @@ def plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
         return [f"plan in GPU-hours: not estimated ({type(error).__name__}: {first})"]
 
 
-def _plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
+def _plan_lines(plan: SweepPlan, args: SweepOptions) -> list[str]:
     from ray_ban.models.flops import count_flops  # torch: validate_plan has imported it already
 
     gpus, note = plan_gpus(args)
@@ -58,7 +58,7 @@ def _plan_lines(plan: SweepPlan, args: argparse.Namespace) -> list[str]:
                          tuple(notes))
 
 
-def plan_gpus(args: argparse.Namespace) -> tuple[float, str]:
+def plan_gpus(args: SweepOptions) -> tuple[float, str]:
     """GPUs to plan for, and a note on where the number came from."""
     if args.gpus is not None:
         return float(args.gpus), ""
@@ -77,7 +77,7 @@ def plan_gpus(args: argparse.Namespace) -> tuple[float, str]:
     return (float(local), " (this machine's)") if local else (1.0, " (no GPU here: pass --gpus N)")
 
 
-def _settled(plan: SweepPlan, args: argparse.Namespace, ran: Callable[[str], str]) -> set[str]:
+def _settled(plan: SweepPlan, args: SweepOptions, ran: Callable[[str], str]) -> set[str]:
     """Keys finished in the run folder or complete in the teacher bank (with a matching digest)."""
     settled = set()
     try:

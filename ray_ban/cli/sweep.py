@@ -15,14 +15,12 @@ import os
 import sys
 from typing import Optional
 
-from ray_ban.cli.bank_option import teacher_bank
 from ray_ban.config import schema, spaces
+from ray_ban.config.options import DEFAULTS, SweepOptions
 from ray_ban.config.spaces import SpaceError, SweepPlan
 from ray_ban.data import DataError, check_dataset, num_classes_of
 from ray_ban.errors import UsageError, one_line
-from ray_ban.orchestration.sweep import EXIT_OK, ray_address, run_sweep, use_token_auth_if_available
-from ray_ban.results.run_folder import prepare_run_dir, run_location
-from ray_ban.store import RunStore
+from ray_ban.orchestration.sweep import EXIT_OK
 
 EXIT_BAD_INPUT = 2
 
@@ -36,31 +34,32 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    """The command line: a ``SweepOptions``' fields (``SweepOptions.from_values``) and ``--list``/``--schema``."""
     parser = OneLineParser(prog="python -m ray_ban.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("table", nargs="?", help="a table name (see --list) or a path to a search-space YAML file")
     parser.add_argument("--list", action="store_true", help="list the shipped tables and exit")
     parser.add_argument("--schema", action="store_true",
                         help="print the JSON Schema of a search-space file (for an editor's completion and checks) and exit")
-    parser.add_argument("--preset", default="paper", help="named preset of the space (paper, smoke, ...)")
+    parser.add_argument("--preset", default=DEFAULTS.preset, help="named preset of the space (paper, smoke, ...)")
     parser.add_argument("--dataset", help="override the dataset: cifar10, cifar100, parquet:<dir or URI>, synthetic, synthetic-100")
     parser.add_argument("--label-column", help="the label column of a parquet: dataset (default: label, else fine_label, else the only one)")
     parser.add_argument("--data-root", help="folder holding torchvision dataset files")
     parser.add_argument("--download", action="store_true", help="download torchvision datasets if missing")
-    parser.add_argument("--out", "--storage", dest="out", default="./runs",
+    parser.add_argument("--out", "--storage", dest="out", default=DEFAULTS.out,
                         help="where the sweep writes <out>/<sweep>/: a folder (local or NFS) or a storage URI "
                              "(s3://bucket/runs, gs://...); default ./runs")
     parser.add_argument("--generations", type=int, help="override the number of distilled generations of every chain")
     parser.add_argument("--seeds", help="seeds and inclusive ranges, e.g. 0-4 or 0-2,7 (each seed is one more sample "
                                          "of every cell)")
-    parser.add_argument("--workers", type=int, default=1, help="data-parallel workers per chain")
+    parser.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-parallel workers per chain")
     parser.add_argument("--cpus-per-worker", type=float,
                         help="CPUs reserved per worker (default: the preset's resources.cpus_per_worker, else 1)")
-    parser.add_argument("--gpus-per-worker", type=gpu_amount, default="auto",
+    parser.add_argument("--gpus-per-worker", type=gpu_amount, default=DEFAULTS.gpus_per_worker,
                         help="GPUs per worker: auto (1 when the cluster has or can scale to GPU nodes, else 0), or a "
                              "number; a fraction packs one-worker chains on a GPU")
     parser.add_argument("--max-concurrent", type=int,
                         help="chains trained at once (default: as many as the cluster can scale to)")
-    parser.add_argument("--max-failures", type=int, default=3,
+    parser.add_argument("--max-failures", type=int, default=DEFAULTS.max_failures,
                         help="worker-group restarts per chain after errors (-1: unlimited); node preemptions "
                              "(spot reclaims) are retried without limit and not counted")
     parser.add_argument("--address", help="an existing Ray cluster ('auto' or host:port); default: start a local one")
@@ -101,7 +100,7 @@ def gpu_amount(text: str) -> str | float:
     return value
 
 
-def plan_from_args(args: argparse.Namespace) -> SweepPlan:
+def plan_from_args(args: SweepOptions) -> SweepPlan:
     """Load the space with the preset and command-line overrides applied."""
     overrides: dict = {}
     if args.dataset:
@@ -138,7 +137,7 @@ def plan_from_args(args: argparse.Namespace) -> SweepPlan:
     return plan
 
 
-def with_search(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
+def with_search(plan: SweepPlan, args: SweepOptions) -> SweepPlan:
     """The plan with its validated search (file section, preset and command line merged), if any."""
     from dataclasses import replace
 
@@ -164,7 +163,7 @@ def with_search(plan: SweepPlan, args: argparse.Namespace) -> SweepPlan:
     return replace(plan, search=parsed.to_dict())
 
 
-def validate_plan(plan: SweepPlan, args: argparse.Namespace) -> None:
+def validate_plan(plan: SweepPlan, args: SweepOptions) -> None:
     """Everything a run needs, checked before any training: data, architectures, teacher/student pairs."""
     import torch
 
@@ -234,6 +233,9 @@ def describe_plan(plan: SweepPlan) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """argparse -> ``SweepOptions`` -> the Python API's ``prepared``/``sweep``; the exit code."""
+    from ray_ban import api
+
     args = parse_args(argv)
     try:
         if args.list:
@@ -245,31 +247,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             return EXIT_OK
         if not args.table:
             raise UsageError("name a table (see --list) or a search-space file, e.g. python -m ray_ban.sweep table5 --preset smoke")
-        plan = plan_from_args(args)
-        validate_plan(plan, args)
-        args.teacher_bank = teacher_bank(args)
-        if args.dry_run:
+        options = SweepOptions.from_values(args)
+        if options.dry_run:
             from ray_ban.cli.gpu_plan import plan_lines
 
+            plan = api.prepared(options)
             print(describe_plan(plan))
-            print("\n" + "\n".join(plan_lines(plan, args)))
+            print("\n" + "\n".join(plan_lines(plan, options)))
             return EXIT_OK
-        store = RunStore(run_location(args.out, plan.name))
-        prepare_run_dir(store, plan, args.resume, args.overwrite)
-    except (SpaceError, DataError, UsageError) as error:
-        print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    if ray_address(args) != "local":
-        use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
-    try:
         # called in a process that already holds a Ray session (a notebook's, a test's): join it and leave
         # the process's output alone; otherwise the CLI owns the process and quiets Ray's output
         joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-        return run_sweep(plan, args, store, own_process=not joined).code
-    except UsageError as error:
+        outcome, _ = api.sweep(options, own_process=not joined)
+        return outcome.code
+    except (SpaceError, DataError, UsageError) as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-if __name__ == "__main__":
-    sys.exit(main())
