@@ -98,3 +98,6 @@ def pytest_collection_modifyitems(config, items):
             functions += [definition.func for definition in definitions]
         if any(_starts_ray(f) for f in functions if f is not None):
             item.add_marker(pytest.mark.ray)
+    # the tests that start Ray in this process themselves run first, before the shared session starts,
+    # which then starts once and serves every later test (a stable sort: each file keeps its order)
+    items.sort(key=lambda item: 0 if {"own_ray", "local_ray"} & set(getattr(item, "fixturenames", ())) else 1)

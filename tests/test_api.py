@@ -4,7 +4,6 @@ and nothing of the caller's process touched (its Ray session, file descriptors, 
 import io
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -42,26 +41,25 @@ class Collected(logging.Handler):
         self.messages.append((record.name, record.levelno, record.getMessage()))
 
 
-def test_two_sweeps_in_one_callers_ray_session(tmp_path, own_ray):
+def test_two_sweeps_in_one_callers_ray_session(tmp_path, ray_session):
+    """The caller's session is the test session's shared one, started with ``ray_ban.init_ray``."""
     space = tmp_path / "api.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    with tempfile.TemporaryDirectory(prefix="rb-api-", dir="/tmp") as ray_temp:
-        ray_ban.init_ray(num_cpus=2, _temp_dir=ray_temp)  # the caller's session, set up as a sweep's would be
-        caller = Collected()
-        try:
-            before = _process_state()
-            progress = io.StringIO()
-            first = ray_ban.run(space, out=tmp_path / "a", stream=progress)
-            assert ray.is_initialized()  # the caller's session is left running
-            assert _process_state() == before
-            shown = progress.getvalue()
-            logging.getLogger("ray_ban").addHandler(caller)  # the caller routes ray-ban's records itself
-            second = ray_ban.run(space, out=tmp_path / "b", seeds=[1], stream=False)
-            logging.getLogger("ray_ban").removeHandler(caller)
-            assert _process_state() == before
-        finally:
-            logging.getLogger("ray_ban").removeHandler(caller)
-            ray.shutdown()
+    session = ray.get_runtime_context().get_node_id()
+    caller = Collected()
+    try:
+        before = _process_state()
+        progress = io.StringIO()
+        first = ray_ban.run(space, out=tmp_path / "a", stream=progress)
+        assert ray.is_initialized() and ray.get_runtime_context().get_node_id() == session  # joined, left running
+        assert _process_state() == before
+        shown = progress.getvalue()
+        logging.getLogger("ray_ban").addHandler(caller)  # the caller routes ray-ban's records itself
+        second = ray_ban.run(space, out=tmp_path / "b", seeds=[1], stream=False)
+        logging.getLogger("ray_ban").removeHandler(caller)
+        assert _process_state() == before and ray.is_initialized()
+    finally:
+        logging.getLogger("ray_ban").removeHandler(caller)
     for results, seed in ((first, 0), (second, 1)):
         assert results.ok and results.location == str(tmp_path / ("a" if seed == 0 else "b") / "api")
         rows = results.table.to_pylist()

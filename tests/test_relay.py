@@ -75,3 +75,22 @@ def test_the_relay_survives_its_own_death_and_bounded_calls_never_hang(local_ray
     callback.after_report(None, [{"epoch": 3}], None)
     assert take(relay, "trial_c/1", 0.1) == []
     assert time.monotonic() - started < 70
+
+
+def test_the_relay_outlives_the_handles_of_the_sweep_that_started_it(local_ray):
+    """A sweep drops its handle when it ends, and the next sweep in the same process (``ray_ban.run`` twice,
+    the tests' shared session) starts at once. A named actor no handle holds is destroyed by Ray (out of
+    scope), so ``get_if_exists`` could hand the next sweep a dying relay whose puts and takes then all
+    failed ("Actor is permanently dead"; seen as this file's restart test failing). The driver holds it."""
+    import gc
+
+    from ray_ban.orchestration.relay import RELAY_NAME
+
+    relay = start_relay()
+    ray.get(report_from_another_process.remote(ReportToTrial(relay, "trial_d/1"), [1]), timeout=60)  # a borrower too
+    del relay
+    gc.collect()
+    time.sleep(3.0)  # Ray's out-of-scope clean-up has landed by now
+    survivor = ray.get_actor(RELAY_NAME)  # raised ValueError: the name was freed with the actor
+    assert [m["epoch"] for m in ray.get(survivor.take.remote("trial_d/1", 0.1), timeout=30)] == [1]
+    assert start_relay() == survivor  # the next sweep gets that same, live relay

@@ -57,12 +57,26 @@ class ReportRelay:
         return self._mail.pop(key, [])
 
 
+# The driver's handle to its relay, per Ray job (one ray.init), held for as long as that session lasts.
+# Ray destroys a named actor once the handle that created it is gone (handles found by name, as
+# get_if_exists returns for an existing actor, do not keep it alive). A sweep's own handle alone let the
+# relay die between two sweeps of one process, and the next sweep's get_if_exists could be handed the
+# dying relay ("Actor is permanently dead"); the creating handle is therefore kept here, never replaced
+# by a found one.
+_HELD: dict[str, Any] = {}
+
+
 def start_relay():
-    """The sweep's relay, created by the driver (and so living as long as it) on the driver's node;
-    restarted by Ray whenever it dies."""
-    here = ray.get_runtime_context().get_node_id()
-    return ReportRelay.options(name=RELAY_NAME, get_if_exists=True,
-                               scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True)).remote()
+    """The sweep's relay, created by the driver on the driver's node and held by it for the driver's Ray
+    session (every sweep of that session shares it); restarted by Ray whenever it dies."""
+    here = ray.get_runtime_context()
+    relay = ReportRelay.options(name=RELAY_NAME, get_if_exists=True,
+                                scheduling_strategy=NodeAffinitySchedulingStrategy(here.get_node_id(), soft=True)).remote()
+    held = _HELD.get(here.get_job_id())
+    if held is None or held._actor_id != relay._actor_id:  # new here, or a new relay (the last one died for good)
+        _HELD.clear()  # a handle of an earlier session (before a ray.shutdown) is of no use
+        _HELD[here.get_job_id()] = held = relay
+    return held
 
 
 def take(relay, key: str, wait_s: float) -> list[dict]:
