@@ -4,9 +4,9 @@
 ``gpus_per_worker=0.25``, ``--search lr=...`` is ``search=["lr=..."]``) into the same ``SweepOptions``
 with the same defaults, and the command line is argparse -> ``SweepOptions`` -> ``sweep``, as ``run``
 is: a sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
-Ray session the caller started is joined and left running, file descriptors, loggers and the
-matplotlib backend stay as they are (only a handler on ray-ban's own logger, for the run), and bad input raises (``SpaceError``, ``DataError``,
-``UsageError``) instead of exiting.
+Ray session the caller started is joined and left running, file descriptors, other loggers and the
+matplotlib backend stay as they are (ray-ban's own logger gets a handler for the run's duration), and
+bad input raises (``SpaceError``, ``DataError``, ``UsageError``) instead of exiting.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 import pyarrow as pa
 
 from ray_ban.config.options import SweepOptions
 from ray_ban.config.spaces import SweepPlan
+
+if TYPE_CHECKING:
+    from ray_ban.orchestration.sweep import SweepOutcome
 
 
 @dataclass
@@ -75,7 +78,8 @@ def prepared(options: SweepOptions) -> SweepPlan:
     return plan
 
 
-def sweep(options: SweepOptions, *, own_process: bool = False, stream: Optional[TextIO] | bool = None) -> tuple:
+def sweep(options: SweepOptions, *, own_process: bool = False,
+          stream: Optional[TextIO] | bool = None) -> tuple[SweepOutcome, str]:
     """Validate, prepare the run folder and train: ``(SweepOutcome, run location)``. What ``run`` and the
     command line share; ``own_process`` (the CLI's) lets the run quiet Ray's output in this process."""
     from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
