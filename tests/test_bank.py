@@ -253,3 +253,21 @@ def test_a_family_version_bump_changes_its_models_keys_and_version_1_keeps_the_o
     monkeypatch.setitem(family_versions.FAMILIES, "densenet", (2, ("common",)))
     again = spaces.expand(raw, "w.yaml")
     assert [t.key for t in wide.trainings()] == [t.key for t in again.trainings()]  # other families keep theirs
+
+
+def test_an_unwritable_default_bank_is_turned_off_with_a_warning_record(tmp_path, monkeypatch, caplog):
+    """The per-user default that cannot be written (here a file stands where ~/.cache should be) turns the
+    bank off; the warning is a record of the ray_ban.bank logger, like every line ray-ban says."""
+    import logging
+
+    from ray_ban.cli.bank_option import teacher_bank
+    from ray_ban.config.options import SweepOptions
+
+    monkeypatch.delenv("RAY_BAN_TEACHERS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".cache").write_text("not a folder")
+    with caplog.at_level(logging.WARNING, logger="ray_ban.bank"):
+        assert teacher_bank(SweepOptions(table="table1")) is None
+    [record] = [r for r in caplog.records if r.name == "ray_ban.bank"]
+    assert record.levelno == logging.WARNING and "not writable" in record.getMessage()
+    assert "--teachers none silences this" in record.getMessage()

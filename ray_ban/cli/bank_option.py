@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Optional
 
-from ray_ban import bank
+from ray_ban import bank, log
 from ray_ban.config.options import SweepOptions
 from ray_ban.errors import UsageError
 from ray_ban.orchestration.sweep import ray_address
@@ -25,7 +24,7 @@ def teacher_bank(args: SweepOptions) -> Optional[str]:
         if args.teachers is not None or bank.ENV in os.environ:  # named, not the default
             raise UsageError(f"cannot write to the teacher bank {location} ({_first_line(error)}): choose a writable "
                              "--teachers, or --teachers none") from None
-        print(f"ray-ban: warning: teacher bank {location} not writable ({_first_line(error)}); training every "
-              "model (--teachers none silences this)", file=sys.stderr)
+        log.get("bank").warning(f"ray-ban: warning: teacher bank {location} not writable ({_first_line(error)}); "
+                                "training every model (--teachers none silences this)")
         return None
     return location

@@ -49,6 +49,7 @@ class SweepOptions:
 
     @classmethod
     def names(cls) -> list[str]:
+        """Every option's name (the command line's long option with underscores)."""
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
