@@ -2,7 +2,7 @@
 of the ``ray_ban`` logger, so a script or notebook can route, filter or silence it with ``logging``.
 
 A run shows those lines on a terminal stream by attaching one handler to that logger for the run's
-duration (``to_stream``); nothing of the caller's other loggers or the root logger is touched.
+duration (``for_run``); nothing of the caller's other loggers or the root logger is touched.
 """
 
 from __future__ import annotations

@@ -52,28 +52,36 @@ class SharedRay:
             ray.shutdown()
 
 
-def sweep_in_session(shared: SharedRay, space_path, out, *args, env=None) -> subprocess.CompletedProcess:
-    """``python -m ray_ban.sweep SPACE --out OUT ARGS`` run by the CLI in this process, in ``shared``'s Ray
-    session (joined, left running): exit code, stdout and stderr, as ``run_sweep`` gives them."""
+def cli_in_process(*args, cwd=None, env=None) -> tuple:
+    """``python -m ray_ban.sweep ARGS`` run by the CLI's ``main`` in this process, in ``cwd`` (the checkout)
+    with ``env`` laid over the environment: exit code, stdout, stderr. In-process saves a Python start-up
+    and the torch and Ray imports per call."""
     import contextlib
     import io
 
     from ray_ban.cli.sweep import main
 
-    shared.ensure()
-    command = [str(space_path), "--out", str(out), *map(str, args)]
     stdout, stderr = io.StringIO(), io.StringIO()
     saved_env, here = dict(os.environ), os.getcwd()
-    os.environ.update({"RAY_ADDRESS": "", **(env or {})})
-    os.chdir(ROOT)
+    os.environ.update(env or {})
+    os.chdir(cwd or ROOT)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                code = main(command)
-            except SystemExit as exit_:
+                code = main([str(a) for a in args])
+            except SystemExit as exit_:  # argparse's --help, and bad options through OneLineParser
                 code = exit_.code
     finally:
         os.chdir(here)
         os.environ.clear()
         os.environ.update(saved_env)
-    return subprocess.CompletedProcess(command, code, stdout.getvalue(), stderr.getvalue())
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def sweep_in_session(shared: SharedRay, space_path, out, *args, env=None) -> subprocess.CompletedProcess:
+    """``python -m ray_ban.sweep SPACE --out OUT ARGS`` run by the CLI in this process, in ``shared``'s Ray
+    session (joined, left running): exit code, stdout and stderr, as ``run_sweep`` gives them."""
+    shared.ensure()
+    command = [str(space_path), "--out", str(out), *map(str, args)]
+    code, stdout, stderr = cli_in_process(*command, env={"RAY_ADDRESS": "", **(env or {})})
+    return subprocess.CompletedProcess(command, code, stdout, stderr)

@@ -1,9 +1,6 @@
 """The sweep CLI without training: validation, dry runs and bad input (exit 2, one line, nothing written)."""
 
-import contextlib
-import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,26 +10,15 @@ import yaml
 
 from ray_ban.config import spaces
 from ray_ban.config.options import SweepOptions
-from ray_ban.cli.sweep import main as cli_main
+from sweep_helpers import cli_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def sweep(*args, cwd=None):
     """``python -m ray_ban.sweep ARGS`` run in this process (no training happens in these tests): exit code,
-    stdout, stderr. In-process saves a Python start-up and the torch import per call."""
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(cwd or ROOT)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code = cli_main([str(a) for a in args])
-            except SystemExit as exit_:  # argparse's --help, and bad options through OneLineParser
-                code = exit_.code
-    finally:
-        os.chdir(here)
-    return code, out.getvalue(), err.getvalue()
+    stdout, stderr."""
+    return cli_in_process(*args, cwd=cwd)
 
 
 @pytest.mark.parametrize("table", ["table1", "table2", "table3", "table4", "table5"])

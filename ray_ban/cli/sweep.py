@@ -263,3 +263,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (SpaceError, DataError, UsageError) as error:
         print(f"ray-ban: error: {one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

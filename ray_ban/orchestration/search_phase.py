@@ -111,7 +111,7 @@ def write_best(plan: SweepPlan, store: RunStore) -> Optional[str]:
     values = ", ".join(f"{k}={_short(v)}" for k, v in best["hparams"].items())
     test = "-" if best["test_error"] is None else f"{best['test_error']:.2f}%"
     say.info(f"ray-ban: best {best['trial']}: {values}; {outcome['metric']} {best['metric_value']:.4g} "
-          f"(selected on validation); its test error {test} (reported, not used to select)")
+             f"(selected on validation); its test error {test} (reported, not used to select)")
     space = searching.best_space(read_yaml(Path(plan.source)), plan.preset, chain, best["hparams"], f"{plan.name}-best")
     header = (f"# Chosen by the search '{plan.name}' ({plan.preset} preset): {best['trial']}, {values}\n"
               f"# {outcome['metric']} {best['metric_value']:.4g} on the validation split; test error {test} "
