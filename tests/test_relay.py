@@ -1,5 +1,7 @@
 """The report relay on a real Ray runtime: what a chain's controller puts, its trial takes, in order."""
 
+import os
+import signal
 import tempfile
 import time
 
@@ -7,6 +9,7 @@ import pytest
 import ray
 
 from ray_ban.orchestration.relay import ReportToTrial, mailbox, start_relay
+from processes import own_processes_titled, wait_until_gone
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,24 @@ def test_a_trial_takes_its_own_reports_in_order_and_a_take_wakes_when_they_arriv
     assert ray.get(relay.take.remote(other_key, 0.1)) == []
 
 
+def relay_process() -> int:
+    """The pid of this session's one relay (its worker retitles itself ``ray::ReportRelay``)."""
+    found = own_processes_titled("ray::ReportRelay")
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_the_relay_survives_its_own_death_and_bounded_calls_never_hang(local_ray):
     from ray_ban.orchestration.relay import take
 
     relay = start_relay()
     callback = ReportToTrial(relay, "trial_c/1")
     callback.after_report(None, [{"epoch": 1}], None)
-    ray.kill(relay, no_restart=False)  # as if its process or node died: Ray restarts it
+    # its process dies (as on a lost node), and is gone before the next report: ray.kill only asks the GCS to kill
+    # it, so a report and a take sent right after could still reach the old relay (seen in CI: [1, 2] taken)
+    doomed = relay_process()
+    os.kill(doomed, signal.SIGKILL)
+    wait_until_gone(doomed, 30)
     callback.after_report(None, [{"epoch": 2}], None)  # waits (bounded) for the restarted relay, never raises
     deadline, early = time.monotonic() + 180, None
     while early is None and time.monotonic() < deadline:  # the restarted relay answers (a call in flight at the
@@ -65,14 +79,17 @@ def test_the_relay_survives_its_own_death_and_bounded_calls_never_hang(local_ray
             time.sleep(0.5)
     assert early is not None, "the relay did not come back"
     assert [m["epoch"] for m in early] in ([2], [])  # mail held before the death is lost; epoch 2 unless dropped
+    assert relay_process() != doomed  # Ray restarted it in a new process
     callback.after_report(None, [{"epoch": 3}], None)
     assert [m["epoch"] for m in take(relay, "trial_c/1", 0.5)] == [3]
     found, _ = mailbox("trial_c")
     assert found == relay  # the sweep's name still finds it
 
+    last = relay_process()
     ray.kill(relay, no_restart=True)  # gone for good: puts and takes give up in bounded time
+    wait_until_gone(last, 30)
     started = time.monotonic()
-    callback.after_report(None, [{"epoch": 3}], None)
+    callback.after_report(None, [{"epoch": 4}], None)
     assert take(relay, "trial_c/1", 0.1) == []
     assert time.monotonic() - started < 70
 

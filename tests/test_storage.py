@@ -4,15 +4,12 @@ and workers: a lost machine) and the same command run again: it resumes from wha
 retrains nothing, and leaves no duplicate rows and no partial files. Its dataset is in the bucket too:
 CIFAR-10-format files exported by `python -m ray_ban.data.export` and read by every Train worker."""
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -22,6 +19,7 @@ import yaml
 
 from ray_ban.data.export import main as export_main
 from s3_server import CREDENTIALS, free_port
+from processes import kill_tree
 from sweep_helpers import ROOT, run_sweep
 from test_data_sources import write_cifar_pickles
 
@@ -46,31 +44,6 @@ def summaries(fs) -> dict[str, dict]:
         if info.base_name == "summary.json":
             found[info.path.split("/")[-2]] = json.loads(fs.open_input_stream(info.path).read())
     return found
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, read from /proc (each /proc/PID/stat names its parent after the command)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            parent = int(stat.read_text().rpartition(")")[2].split()[1])
-            children.setdefault(parent, []).append(int(stat.parent.name))
-    found, pending = [], [pid]
-    while pending:
-        below = children.get(pending.pop(), [])
-        found += below
-        pending += below
-    return found
-
-
-def kill_tree(process: subprocess.Popen) -> None:
-    """SIGKILL a process, its process group and every descendant at once: Ray's raylet and workers run in
-    sessions of their own, so the group alone leaves a worker that goes on storing models (seen here)."""
-    doomed = descendants(process.pid)
-    os.killpg(process.pid, signal.SIGKILL)
-    for pid in doomed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def epoch_one_checkpoints(fs) -> set[str]:
@@ -106,7 +79,9 @@ def test_a_sweep_in_object_storage_is_sigkilled_and_resumes_from_it(bucket, tmp_
     else:
         sweep_process.kill()
         pytest.fail("the sweep never stored two models: " + sweep_process.stdout.read().decode()[-2000:])
-    kill_tree(sweep_process)  # the driver, its Ray cluster, every worker: a lost machine
+    # the driver, its Ray cluster, every worker at once: a lost machine (Ray's raylet and workers run in sessions of
+    # their own, so the group alone left a worker that went on storing models; seen here)
+    kill_tree(sweep_process.pid)
     sweep_process.wait()
     done_before = {key: s["finished_at"] for key, s in summaries(fs).items()}
     time.sleep(3)
