@@ -67,7 +67,7 @@ def _outcome(result, plan: SweepPlan, chain, store: RunStore, metric: str) -> di
     """One trial as plain data: its values, its chain, whether the scheduler stopped it, and where."""
     from dataclasses import asdict, replace
 
-    hparams = searching.plain_values(dict(result.config))
+    hparams = searching.plain_values(dict(result.config or {}))  # none: the trial's actor never ran (it failed)
     searched, recipe = searching.apply_hparams(plan, chain, hparams)
     last = result.metrics or {}
     if result.error is not None:

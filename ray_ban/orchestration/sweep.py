@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Optional, TextIO
 
 from ray_ban import log
@@ -136,11 +136,15 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
         run_config=tune.RunConfig(name=name, storage_path=store.path("ray"), storage_filesystem=store.fs, verbose=0,
                                   callbacks=[progress, ReleaseStoppedChains()]),
     )
-    outcome = {}
-    for result in tuner.fit():
-        chain_id = result.config["chain"]["chain_id"]
-        outcome[chain_id] = None if result.error is None else _trial_error_line(result.error)
-    return outcome
+    return dict(trial_outcome(result) for result in tuner.fit())
+
+
+def trial_outcome(result) -> tuple[str, Optional[str]]:
+    """(chain_id, error line or None) of one finished trial. The chain is read off the trial's folder
+    (``trial_dirname_creator``): a trial whose actor never ran (its node lost, its owner unreachable)
+    has no config in its result."""
+    chain_id = PurePosixPath(result.path).name
+    return chain_id, None if result.error is None else _trial_error_line(result.error)
 
 
 def _trial_error_line(error: BaseException) -> str:
@@ -239,16 +243,27 @@ def _uploading(log_path: Path, store):
         upload()
 
 
-def use_token_auth_if_available() -> None:
-    """Send Ray 2.60's auth token when joining a cluster, if one is at hand and the user set no mode.
+def use_token_auth_if_required(address: str) -> None:
+    """Send Ray's auth token when joining a cluster at ``address`` that requires one, and only then.
 
-    A ``ray start`` head with token authentication refuses drivers that do not send it, and drivers
-    send it only with RAY_AUTH_MODE=token (seen on 2.60), which Ray reads when it is imported."""
-    if "RAY_AUTH_MODE" in os.environ:
+    A ``ray start`` head (2.59+) requires a token; drivers send it only with RAY_AUTH_MODE=token, and Ray
+    turns that on by itself only for a cluster it finds (``auto``), never for an explicit address. Every
+    local ``ray.init`` writes ``~/.ray/auth_token``, so a token at hand says nothing about the cluster:
+    a driver in token mode that joins a cluster without authentication cannot be called back by its GCS,
+    which then destroys every actor it owns (seen: all trials "cancelled before they started"). So the
+    GCS is asked once, without a token; token mode is turned on only when it refuses."""
+    import ray
+    from ray._raylet import Config, GcsClient
+
+    if "RAY_AUTH_MODE" in os.environ or ray.is_initialized() or address in ("local", "auto") or "://" in address:
         return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        GcsClient(address=address)
+    except ray.exceptions.AuthenticationError:
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and the processes it starts
+        Config.initialize("")  # Ray read the mode when it was imported: read it again
+    except Exception:  # noqa: BLE001 - unreachable or not a GCS: ray.init says so in its own words
+        return
 
 
 def _write_report(run_dir: str) -> None:
