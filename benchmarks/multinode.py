@@ -36,6 +36,9 @@ SPACE = {
 def timed_sweep(layout: str, folder: Path) -> float:
     """Start the layout's cluster, run the chain against it, return the sweep's wall seconds."""
     head_cpus = 2 if layout == "one node" else 1
+    # Cluster writes its address under RAY_TMPDIR (default /tmp) whatever its temp_dir: keep it in this run's folder
+    os.environ["RAY_TMPDIR"] = str(folder)
+    (folder / "ray").mkdir(parents=True, exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": head_cpus, "resources": {"chain_driver": 100}, "temp_dir": str(folder / "ray"),
         "include_dashboard": False})

@@ -11,7 +11,6 @@ bad input raises (``SpaceError``, ``DataError``, ``UsageError``) instead of exit
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, TextIO
@@ -82,15 +81,14 @@ def sweep(options: SweepOptions, *, own_process: bool = False,
           stream: Optional[TextIO] | bool = None) -> tuple[SweepOutcome, str]:
     """Validate, prepare the run folder and train: ``(SweepOutcome, run location)``. What ``run`` and the
     command line share; ``own_process`` (the CLI's) lets the run quiet Ray's output in this process."""
-    from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_available
+    from ray_ban.orchestration.sweep import ray_address, run_sweep, use_token_auth_if_required
     from ray_ban.results.run_folder import prepare_run_dir, run_location
     from ray_ban.store import RunStore
 
     plan = prepared(options)
     store = RunStore(run_location(options.out, plan.name))
     prepare_run_dir(store, plan, options.resume, options.overwrite)
-    if "ray" not in sys.modules and ray_address(options) != "local":
-        use_token_auth_if_available()  # before Ray is imported: it reads the mode once, at import
+    use_token_auth_if_required(ray_address(options))
     return run_sweep(plan, options, store, own_process=own_process, stream=stream), store.location
 
 

@@ -74,6 +74,14 @@ def is_class(obj: Any) -> None:
     assert inspect.isclass(obj), f"{obj!r} is no longer a class"
 
 
+def reads_variable(fn: Any, name: str) -> None:
+    assert name in inspect.getsource(fn), f"{fn.__qualname__} no longer reads ${name}"
+
+
+def assert_callable(obj: Any) -> None:
+    assert callable(obj), f"{obj!r} is no longer callable"
+
+
 def env_knob(name: str, registry: str) -> Callable[[Any], None]:
     """Ray still reads environment variable ``name``: the constant holds it and ``registry`` lists it."""
     def check(obj: Any) -> None:
@@ -259,6 +267,24 @@ CONTRACT: list[Internal] = [
         "ray/_private/state.py (get_cluster_config) and ray/train/v2/_internal/execution/worker_group/worker_group.py "
         "(how Train reads the cluster's maximum resources)",
         shape=lambda state: takes()(state.get_cluster_config)),
+    Internal(
+        "ray._raylet:GcsClient", ("ray_ban/orchestration/sweep.py",),
+        "asking a cluster's GCS, before joining it, whether it requires an auth token (it raises "
+        "ray.exceptions.AuthenticationError when it does and none was sent)",
+        "ray/_raylet.pyx (GcsClient) and ray/_private/worker.py (how ray.init connects and checks authentication)",
+        shape=is_class),
+    Internal(
+        "ray._raylet:Config", ("ray_ban/orchestration/sweep.py",),
+        "Config.initialize(''): Ray reading RAY_AUTH_MODE again after its import, as Ray's own "
+        "authentication_token_setup._enable_token_auth does",
+        "ray/_private/authentication/authentication_token_setup.py (_enable_token_auth)",
+        shape=lambda config: (is_class(config), assert_callable(config.initialize))),
+    Internal(
+        "ray._common.utils:get_default_system_temp_dir", ("tests/test_multinode.py", "benchmarks/multinode.py"),
+        "RAY_TMPDIR: where ray.cluster_utils.Cluster writes its address file (ray_current_cluster), whatever its "
+        "temp_dir, kept in the test's own folder instead of the machine's /tmp/ray",
+        "ray/_common/utils.py (get_ray_address_file) and ray/cluster_utils.py (Cluster.add_node, write_ray_address)",
+        seen_as=("$RAY_TMPDIR",), shape=lambda fn: reads_variable(fn, "RAY_TMPDIR")),
     Internal(
         "ray.tune.search:Searcher", ("ray_ban/orchestration/release.py",),
         "TeacherFirst, a Searcher (DeveloperAPI) that releases each chain's trial once its teacher is stored",
