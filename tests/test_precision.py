@@ -10,6 +10,7 @@ from ray_ban.core.precision import Precision, resolve
 from ray_ban.config.recipe import Recipe
 
 DATA = synthetic(10, 128, 40)
+FAST = "resnet9-8"  # 3x faster than wrn-10-1 under CPU fp16 autocast (8.0 s against 2.7 s an epoch here)
 
 
 def net(seed: int, name: str = "wrn-10-1") -> torch.nn.Module:
@@ -40,8 +41,8 @@ def test_cuda_math_flags_follow_the_precision_and_are_restored():
 
 @pytest.mark.parametrize("precision,student_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)])
 def test_the_loss_gets_the_teachers_fp32_logits_under_every_precision(precision, student_dtype):
-    teacher = net(1).eval()
-    generation = Generation(net(0), DATA, Recipe(epochs=1, batch_size=64, lr=0.05, precision=precision),
+    teacher = net(1, FAST).eval()
+    generation = Generation(net(0, FAST), DATA, Recipe(epochs=1, batch_size=64, lr=0.05, precision=precision),
                             loss="ban", teacher=teacher, seed=0)
     seen = []
     loss_fn = generation.loss_fn
@@ -76,11 +77,11 @@ def test_under_cpu_bf16_autocast_a_teacher_forward_would_round_its_logits():
 
 
 def test_fp16_on_cpu_trains_with_a_gradient_scaler_that_checkpoints():
-    generation = Generation(net(0), DATA, Recipe(epochs=2, batch_size=64, lr=0.05, precision="fp16"), seed=0)
+    generation = Generation(net(0, FAST), DATA, Recipe(epochs=2, batch_size=64, lr=0.05, precision="fp16"), seed=0)
     first = generation.train_epoch()
     state = generation.state_dict()
     assert generation.scaler.is_enabled() and state["scaler"]["scale"] > 0
-    resumed = Generation(net(5), DATA, Recipe(epochs=2, batch_size=64, lr=0.05, precision="fp16"), seed=0)
+    resumed = Generation(net(5, FAST), DATA, Recipe(epochs=2, batch_size=64, lr=0.05, precision="fp16"), seed=0)
     resumed.load_state_dict(state)
     assert resumed.scaler.get_scale() == generation.scaler.get_scale()
     second = resumed.train_epoch()
