@@ -74,7 +74,7 @@ def update_result(name: str, list_key: str, entries: list[dict], key: str) -> Pa
     path = RESULTS / f"{name}.json"
     kept = json.loads(path.read_text()).get(list_key, []) if path.is_file() else []
     machine = machine_info()
-    stamped = [{**e, "measured": {"date": machine["date"], "command": machine["command"],
+    stamped = [{**e, "measured": {"date": machine["date"], "command": machine["command"], "cpu_model": machine["cpu_model"],
                                   "loadavg_at_end": machine["loadavg_at_end"]}} for e in entries]
     new_keys = {e[key] for e in entries}
     merged = [e for e in kept if e.get(key) not in new_keys] + stamped
