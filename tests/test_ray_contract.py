@@ -268,7 +268,7 @@ CONTRACT: list[Internal] = [
         "(how Train reads the cluster's maximum resources)",
         shape=lambda state: takes()(state.get_cluster_config)),
     Internal(
-        "ray._raylet:GcsClient", ("ray_ban/orchestration/sweep.py",),
+        "ray._raylet:GcsClient", ("ray_ban/orchestration/auth_probe.py",),
         "asking a cluster's GCS, before joining it, whether it requires an auth token (it raises "
         "ray.exceptions.AuthenticationError when it does and none was sent)",
         "ray/_raylet.pyx (GcsClient) and ray/_private/worker.py (how ray.init connects and checks authentication)",

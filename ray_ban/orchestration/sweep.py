@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -216,7 +218,6 @@ LOG_UPLOAD_S = 30.0
 def _uploading(log_path: Path, store):
     """For a storage URI, copy ray.log to ``logs/ray.log`` every LOG_UPLOAD_S and once at the end, so a
     running or crashed sweep's log can be read from the bucket (a local run folder holds it already)."""
-    import threading
 
     if not store.remote:
         yield
@@ -243,6 +244,9 @@ def _uploading(log_path: Path, store):
         upload()
 
 
+AUTH_PROBE_S = 10.0  # how long the GCS of a cluster being joined may take to say whether it wants a token
+
+
 def use_token_auth_if_required(address: str) -> None:
     """Send Ray's auth token when joining a cluster at ``address`` that requires one, and only then.
 
@@ -251,19 +255,23 @@ def use_token_auth_if_required(address: str) -> None:
     local ``ray.init`` writes ``~/.ray/auth_token``, so a token at hand says nothing about the cluster:
     a driver in token mode that joins a cluster without authentication cannot be called back by its GCS,
     which then destroys every actor it owns (seen: all trials "cancelled before they started"). So the
-    GCS is asked once, without a token; token mode is turned on only when it refuses."""
+    GCS is asked once, without a token; token mode is turned on only when it refuses. An address that
+    does not answer within ``AUTH_PROBE_S`` is left to ray.init, which says so in its own words."""
     import ray
-    from ray._raylet import Config, GcsClient
+    from ray._raylet import Config
+
+    from ray_ban.orchestration import auth_probe
 
     if "RAY_AUTH_MODE" in os.environ or ray.is_initialized() or address in ("local", "auto") or "://" in address:
         return
     try:
-        GcsClient(address=address)
-    except ray.exceptions.AuthenticationError:
+        asked = subprocess.run([sys.executable, "-m", auth_probe.__name__, address], capture_output=True,
+                               timeout=AUTH_PROBE_S)
+    except subprocess.TimeoutExpired:  # a dead address takes 40 s to fail
+        return
+    if asked.returncode == auth_probe.REFUSED:
         os.environ["RAY_AUTH_MODE"] = "token"  # for this process and the processes it starts
         Config.initialize("")  # Ray read the mode when it was imported: read it again
-    except Exception:  # noqa: BLE001 - unreachable or not a GCS: ray.init says so in its own words
-        return
 
 
 def _write_report(run_dir: str) -> None:
