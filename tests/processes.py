@@ -40,6 +40,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_until_gone(pid: int, timeout_s: float) -> None:
+    """Return once ``pid`` has exited; TimeoutError naming it if it still runs after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while alive(pid):
         if time.monotonic() > deadline:
