@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import yaml
 from ray.cluster_utils import Cluster
@@ -37,13 +38,14 @@ def timed_sweep(layout: str, folder: Path) -> float:
     """Start the layout's cluster, run the chain against it, return the sweep's wall seconds."""
     head_cpus = 2 if layout == "one node" else 1
     # Cluster writes its address under RAY_TMPDIR (default /tmp) whatever its temp_dir: keep it in this run's folder
-    os.environ["RAY_TMPDIR"] = str(folder)
+    # while the nodes start (as tests/test_multinode.py does), not in the sweep's environment
     (folder / "ray").mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": head_cpus, "resources": {"chain_driver": 100}, "temp_dir": str(folder / "ray"),
-        "include_dashboard": False})
-    if layout == "two nodes":
-        cluster.add_node(num_cpus=1)
+    with mock.patch.dict(os.environ, {"RAY_TMPDIR": str(folder)}):
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": head_cpus, "resources": {"chain_driver": 100}, "temp_dir": str(folder / "ray"),
+            "include_dashboard": False})
+        if layout == "two nodes":
+            cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     try:
         space = folder / "nodes.yaml"

@@ -267,7 +267,7 @@ def use_token_auth_if_required(address: str) -> None:
     try:
         asked = subprocess.run([sys.executable, "-m", auth_probe.__name__, address], capture_output=True,
                                timeout=AUTH_PROBE_S)
-    except subprocess.TimeoutExpired:  # a dead address takes 40 s to fail
+    except subprocess.TimeoutExpired:  # an address that does not answer takes far longer to fail
         return
     if asked.returncode == auth_probe.REFUSED:
         os.environ["RAY_AUTH_MODE"] = "token"  # for this process and the processes it starts
