@@ -8,6 +8,7 @@ import time
 import pytest
 import ray
 
+from ray_ban.orchestration.chain import fit_reporting
 from ray_ban.orchestration.relay import ReportToTrial, mailbox, start_relay
 from processes import own_processes_titled, wait_until_gone
 
@@ -50,6 +51,39 @@ def test_a_trial_takes_its_own_reports_in_order_and_a_take_wakes_when_they_arriv
     assert [m["epoch"] for m in first + rest] == [1, 2, 3]  # rank 0's metrics only, none lost or repeated
     assert ray.get(relay.take.remote(key, 0.1)) == []
     assert ray.get(relay.take.remote(other_key, 0.1)) == []
+
+
+class RunThatReports:
+    """The part of a Train run that ``fit_reporting`` uses: ``fit()``, whose reports reach the relay from
+    another process (as the controller's do) before it returns, or raises."""
+
+    def __init__(self, relay, key: str, epochs: list[int], error: Exception | None = None):
+        self.relay, self.key, self.epochs, self.error = relay, key, epochs, error
+
+    def fit(self) -> None:
+        ray.get(report_from_another_process.remote(ReportToTrial(self.relay, self.key), self.epochs))
+        if self.error is not None:
+            raise self.error
+
+
+def test_a_trial_hands_on_every_report_and_ends_as_soon_as_its_run_does(local_ray):
+    relay = start_relay()
+    _, key = mailbox("trial_c")
+    reported = []
+    started = time.monotonic()
+    fit_reporting(RunThatReports(relay, key, [1, 2, 3]), relay, key, poll_s=20.0, report=reported.append)
+    assert [m["epoch"] for m in reported] == [1, 2, 3]
+    # woken by the run's end: polling alone would wait out a 20 s take after the last report, then another
+    assert time.monotonic() - started < 10
+    assert ray.get(relay.take.remote(key, 0.1)) == []  # nothing left behind, the end mark included
+
+    _, key = mailbox("trial_d")
+    reported.clear()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="worker group failed"):
+        fit_reporting(RunThatReports(relay, key, [1], RuntimeError("worker group failed")), relay, key, poll_s=20.0,
+                      report=reported.append)
+    assert [m["epoch"] for m in reported] == [1] and time.monotonic() - started < 10
 
 
 def relay_process() -> int:

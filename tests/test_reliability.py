@@ -71,6 +71,13 @@ def test_faults_in_a_data_parallel_chain(tmp_path):
     first = audit / trained[0]["model_key"]
     assert json.loads((first / "rank0-epoch1.json").read_text()) != json.loads((first / "rank0-epoch2.json").read_text())
 
+    # the teacher's finished trial handed its process to a chain (Tune reuses a sweep's trial actors): three
+    # trials, fewer processes
+    trials = [json.loads(p.read_text()) for p in (audit / "trials").iterdir()]
+    assert sorted(t["chain"] for t in trials) == sorted(["A.ban.seed0", "A.broken.seed0",
+                                                         f"gen0.{trained[0]['model_key']}"])
+    assert len({t["pid"] for t in trials}) < len(trials)
+
     # the NaN chain: failed once, named, no traceback, no retries spent on a deterministic NaN
     broken = rows[("broken", "student", 1)]
     assert broken["status"] == "failed" and "generation 1" in broken["message"]

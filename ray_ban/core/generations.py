@@ -7,17 +7,15 @@ benchmarks: ``ray_ban.orchestration.chain`` plugs Ray Train's report/checkpoint 
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Protocol
 
 import torch
 import torch.distributed as dist
 
 from ray_ban import models
+from ray_ban.audit import audit  # every rank records its shard per epoch and final weight digests
 from ray_ban.data import ImageSplits, TextSplits, is_text, load_dataset
 from ray_ban.data.sources import SYNTHETIC_SIZES, generate
 from ray_ban.core.engine import EpochReport, Generation, NonFiniteLoss, world
@@ -26,7 +24,6 @@ from ray_ban.config.recipe import Recipe
 from ray_ban.config.spaces import Training
 from ray_ban.store import RunStore
 
-AUDIT_ENV = "RAY_BAN_AUDIT_DIR"  # a folder: every rank records its shard per epoch and final weight digests
 
 
 class GenerationLogger(Protocol):
@@ -239,13 +236,3 @@ def _package_version(name: str) -> Optional[str]:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def audit(name: str, value_fn: Callable[[], object]) -> None:
-    """Test hook: with RAY_BAN_AUDIT_DIR set, write ``value_fn()`` as JSON to that folder's ``name``
-    (what each rank trained on, its weights, where Ray placed it); without it, nothing is computed."""
-    folder = os.environ.get(AUDIT_ENV)
-    if folder:
-        path = Path(folder) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(value_fn()))

@@ -11,15 +11,17 @@ workers' code is ``chain_worker``).
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import ray
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-from ray_ban.orchestration.relay import ReportToTrial, mailbox, take
+from ray_ban.audit import audit
+from ray_ban.orchestration.relay import FIT_ENDED, ReportToTrial, mailbox, put, take
 from ray_ban.store import RunStore
 
 
@@ -62,6 +64,8 @@ class ChainTrainer(DataParallelTrainer):
 def chain_trial(trial_config: dict) -> dict:
     """The Tune trainable of one chain: fit one Train run for everything unfinished, then summarise."""
     config = trial_config["chain"]
+    audit(f"trials/{config['chain_id']}-{os.getpid()}.json",  # test hook: the process this trial ran in
+          lambda: {"chain": config["chain_id"], "pid": os.getpid(), "run_dir": config["run_dir"]})
     store = RunStore(config["run_dir"])
     keys = [t["key"] for t in config["trainings"]]
     unfinished = [t for t in config["teachers"] if not store.is_done(t["key"])]
@@ -108,10 +112,15 @@ def chain_trial(trial_config: dict) -> dict:
             **stop_metrics(config, len(done), any(store.skipped(t["key"]) for t in config["trainings"]))}
 
 
-def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float = 1.0) -> None:
+def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float = 1.0,
+                  report: Callable[[dict], None] = tune.report) -> None:
     """``trainer.fit()`` on a helper thread while this (the trial's) thread hands each report that
-    reaches ``key`` to Tune; raises what ``fit`` raised. After ``fit`` returns, one last take gets
-    every report left, as the controller's puts are awaited."""
+    reaches ``key`` to Tune (``report``); raises what ``fit`` raised.
+
+    The controller's puts are awaited, so every report is in the mailbox before ``fit`` returns; the
+    helper thread then puts ``FIT_ENDED`` after them, which wakes the waiting take at once: the trial
+    ends as soon as its run does, not up to two polls later. Should that mark be lost (a relay that
+    died and restarted), the trial still ends once the thread is gone, after one last take."""
     failure: list[BaseException] = []
 
     def fit() -> None:
@@ -119,15 +128,20 @@ def fit_reporting(trainer: DataParallelTrainer, relay, key: str, poll_s: float =
             trainer.fit()
         except BaseException as error:  # noqa: BLE001 - re-raised on the trial's thread below
             failure.append(error)
+        finally:
+            put(relay, key, {FIT_ENDED: True})
 
     thread = threading.Thread(target=fit, daemon=True, name="chain-fit")
     thread.start()
     while True:
         running = thread.is_alive()
-        for metrics in take(relay, key, poll_s):
-            tune.report(metrics)
-        if not running:
+        reports = take(relay, key, poll_s if running else 0.0)
+        for metrics in reports:
+            if not metrics.get(FIT_ENDED):
+                report(metrics)
+        if not running or any(metrics.get(FIT_ENDED) for metrics in reports):
             break
+    thread.join()
     if failure:
         raise failure[0]
 

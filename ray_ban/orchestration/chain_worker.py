@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-from ray_ban.core.generations import Resume, audit, prepare_data, run_chain
+from ray_ban.audit import audit
+from ray_ban.core.generations import Resume, prepare_data, run_chain
 from ray_ban.orchestration.placement import GROUP_KEY, current_group_id
 from ray_ban.config.recipe import Recipe
 from ray_ban.config.spaces import Training

@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 RELAY_NAME = "ray_ban_report_relay"
 PUT_TIMEOUT_S = 30.0  # a put (from Train's controller) waits at most this long for the relay
 TAKE_GRACE_S = 30.0  # a take may run this much past its own wait before the trial gives up on it
+FIT_ENDED = "ray_ban_fit_ended"  # the mark a trial puts after its run's last report (``chain.fit_reporting``)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,14 @@ def mailbox(trial_id: str) -> tuple[Any, str]:
     return relay, f"{trial_id}/{uuid.uuid4().hex}"  # a retried trial never reads its last attempt's mail
 
 
+def put(relay, key: str, metrics: dict) -> None:
+    """Leave ``metrics`` under ``key``, waiting at most PUT_TIMEOUT_S; dropped with a warning if the relay cannot take it."""
+    try:
+        ray.get(relay.put.remote(key, metrics), timeout=PUT_TIMEOUT_S)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError) as error:
+        log.warning("report relay did not take a report (%s); dropped", type(error).__name__)
+
+
 class ReportToTrial(UserCallback):
     """Runs in Train's controller: each report of rank 0 goes to the trial's mailbox (the put is
     awaited, so every report is there before ``fit()`` returns)."""
@@ -105,7 +114,4 @@ class ReportToTrial(UserCallback):
         self._relay, self._key = relay, key
 
     def after_report(self, run_context, metrics: list[dict], checkpoint: Any | None) -> None:
-        try:
-            ray.get(self._relay.put.remote(self._key, dict(metrics[0])), timeout=PUT_TIMEOUT_S)
-        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError, ray.exceptions.ActorUnavailableError) as error:
-            log.warning("report relay did not take a report (%s); dropped", type(error).__name__)
+        put(self._relay, self._key, dict(metrics[0]))

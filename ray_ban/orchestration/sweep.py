@@ -132,6 +132,10 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
             search_alg=TeacherFirst(configs, settled),
             num_samples=len(configs),
             max_concurrent_trials=max_concurrent,
+            # a finished trial's process runs the next one: no process start and no imports of Tune, Train
+            # and ray-ban for each chain. Safe here, where every trial runs to its end (no scheduler stops
+            # one; an errored trial's process is never reused); a search's phase keeps fresh processes
+            reuse_actors=True,
             trial_name_creator=lambda trial: trial.config["chain"]["chain_id"],
             trial_dirname_creator=lambda trial: trial.config["chain"]["chain_id"],
         ),
@@ -390,7 +394,7 @@ def ray_init_options(address: str = "local") -> dict:
     """``ray.init`` keyword arguments for a sweep's session at ``address`` ("local": a private one here).
 
     ``ray_ban.init_ray`` starts a session with them, so that successive sweeps in one process share it."""
-    from ray_ban.core.generations import AUDIT_ENV
+    from ray_ban.audit import AUDIT_ENV
     from ray_ban.orchestration.chain import DRIVER_RESOURCE
     from ray_ban.orchestration.chain_worker import FAULT_ENV
 
