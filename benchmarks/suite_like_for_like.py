@@ -1,0 +1,85 @@
+"""The test suite against an earlier one on the same machine: the whole suites, and the same tests.
+
+The earlier suite is ``--against``'s commit (default 26452ad, the suite when issue 18 was filed: 161
+tests) checked out in a temporary git worktree and run with this venv and its own ``ray_ban`` first on
+``PYTHONPATH``. "The same tests" are this checkout's tests whose ids the earlier suite also collects (a
+test that has since been parametrized counts with all its cases). Each run is ``python -m pytest -q``
+with nothing else on the machine; the times are pytest's own. Writes
+``benchmarks/results/suite_like_for_like.json``.
+
+    python benchmarks/suite_like_for_like.py                  # earlier suite, the same tests now, whole suite now
+    python benchmarks/suite_like_for_like.py --skip whole     # leave out a run (earlier, same, whole)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import _common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def collected(tree: Path) -> list[str]:
+    """The test ids pytest collects in ``tree`` (with that tree's ray_ban first on the path)."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+                          capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    return [line.strip() for line in done.stdout.splitlines() if "::" in line]
+
+
+def timed_pytest(tree: Path, ids: list[str]) -> dict:
+    """``pytest -q`` of ``ids`` in ``tree``: pytest's summary line, its seconds, and the wall time."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids], capture_output=True,
+                          text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
+    wall = time.perf_counter() - started
+    summary = next((line for line in reversed(done.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
+    seconds = re.search(r"in ([\d.]+)s", summary)
+    passed = re.search(r"(\d+) passed", summary)
+    return {"summary": summary.strip("= "), "pytest_s": float(seconds.group(1)) if seconds else None, "wall_s": wall,
+            "exit_code": done.returncode, "passed": int(passed.group(1)) if passed else 0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", default="26452ad", help="the earlier commit (default: %(default)s)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["earlier", "same", "whole"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rb-suite-") as folder:
+        earlier_tree = Path(folder) / "earlier"
+        subprocess.run(["git", "worktree", "add", "--detach", str(earlier_tree), args.against], cwd=ROOT, check=True,
+                       capture_output=True)
+        try:
+            earlier_ids = collected(earlier_tree)
+            now_ids = collected(ROOT)
+            plain = {i.split("[")[0] for i in earlier_ids}
+            same = [i for i in now_ids if i in earlier_ids or (i.split("[")[0] in plain and "[" in i)]
+            runs = {}
+            if "earlier" not in args.skip:
+                runs["earlier suite"] = timed_pytest(earlier_tree, ["tests"])
+            if "same" not in args.skip:
+                runs["the same tests now"] = timed_pytest(ROOT, same)
+            if "whole" not in args.skip:
+                runs["whole suite now"] = timed_pytest(ROOT, ["tests"])
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(earlier_tree)], cwd=ROOT, check=False)
+    unmatched = sorted({i.split("[")[0] for i in earlier_ids} - {i.split("[")[0] for i in same})
+    path = _common.update_result("suite_like_for_like", "runs",
+                                 [{"run": name, "against": args.against, "earlier_tests": len(earlier_ids),
+                                   "same_tests": len(same), "unmatched_earlier_tests": unmatched, **result}
+                                  for name, result in runs.items()], key="run")
+    print(_common.table(["run", "passed", "pytest s", "summary"],
+                        [[name, r["passed"], r["pytest_s"], r["summary"]] for name, r in runs.items()]))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
