@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -57,6 +60,20 @@ def cifar_spec_or_synthetic() -> str:
     if (CIFAR_DIR / "train.parquet").is_file() and (CIFAR_DIR / "test.parquet").is_file():
         return f"parquet:{CIFAR_DIR}"
     return "synthetic"
+
+
+@contextlib.contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A temporary git worktree of this repository at ``revision`` (for A/B runs against an earlier commit)."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="rb-worktree-") as folder:
+        tree = Path(folder) / revision
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=root, check=True,
+                       capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=root, check=False)
 
 
 def write_result(name: str, payload: dict) -> Path:

@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,24 +52,18 @@ def main() -> None:
     parser.add_argument("--against", default="26452ad", help="the earlier commit (default: %(default)s)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["earlier", "same", "whole"])
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rb-suite-") as folder:
-        earlier_tree = Path(folder) / "earlier"
-        subprocess.run(["git", "worktree", "add", "--detach", str(earlier_tree), args.against], cwd=ROOT, check=True,
-                       capture_output=True)
-        try:
-            earlier_ids = collected(earlier_tree)
-            now_ids = collected(ROOT)
-            plain = {i.split("[")[0] for i in earlier_ids}
-            same = [i for i in now_ids if i in earlier_ids or (i.split("[")[0] in plain and "[" in i)]
-            runs = {}
-            if "earlier" not in args.skip:
-                runs["earlier suite"] = timed_pytest(earlier_tree, ["tests"])
-            if "same" not in args.skip:
-                runs["the same tests now"] = timed_pytest(ROOT, same)
-            if "whole" not in args.skip:
-                runs["whole suite now"] = timed_pytest(ROOT, ["tests"])
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(earlier_tree)], cwd=ROOT, check=False)
+    with _common.worktree(args.against) as earlier_tree:
+        earlier_ids = collected(earlier_tree)
+        now_ids = collected(ROOT)
+        plain = {i.split("[")[0] for i in earlier_ids}
+        same = [i for i in now_ids if i in earlier_ids or (i.split("[")[0] in plain and "[" in i)]
+        runs = {}
+        if "earlier" not in args.skip:
+            runs["earlier suite"] = timed_pytest(earlier_tree, ["tests"])
+        if "same" not in args.skip:
+            runs["the same tests now"] = timed_pytest(ROOT, same)
+        if "whole" not in args.skip:
+            runs["whole suite now"] = timed_pytest(ROOT, ["tests"])
     unmatched = sorted({i.split("[")[0] for i in earlier_ids} - {i.split("[")[0] for i in same})
     path = _common.update_result("suite_like_for_like", "runs",
                                  [{"run": name, "against": args.against, "earlier_tests": len(earlier_ids),

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -84,18 +83,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="sweeps per Ray session (the first is reported apart)")
     parser.add_argument("--sessions", type=int, default=2, help="Ray sessions per source, alternating")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rb-against-") as folder:
-        worktree = Path(folder) / "against"
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
-                       capture_output=True)
-        try:
-            sources = {"this checkout": ROOT, f"commit {args.against}": worktree}
-            runs = {name: [] for name in sources}
-            for _ in range(args.sessions):
-                for name, source in sources.items():
-                    runs[name].append(session(source, args.rounds))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+    with _common.worktree(args.against) as worktree:
+        sources = {"this checkout": ROOT, f"commit {args.against}": worktree}
+        runs = {name: [] for name in sources}
+        for _ in range(args.sessions):
+            for name, source in sources.items():
+                runs[name].append(session(source, args.rounds))
     entries = []
     for name, found in runs.items():
         first = [f["sweeps"][0]["wall_s"] for f in found]
