@@ -25,7 +25,6 @@ from ray_ban.config.spaces import Training
 from ray_ban.store import RunStore
 
 
-
 class GenerationLogger(Protocol):
     """What rank 0 tells about one generation as it trains (a TensorBoard run, for instance)."""
 
