@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Five seeds of a born-again chain on generated data, offline, about 2 minutes on 2 quiet CPU cores
+# Four seeds of a born-again chain on generated data, offline, about 3 minutes on 2 CPU cores (BENCHMARKS.md)
 # (search_spaces/demo.yaml; `python -m ray_ban.sweep table1 --preset smoke` runs every row of Table 1 tiny).
 demo: $(STAMP)
 	$(BIN)/python -m ray_ban.sweep search_spaces/demo.yaml --out runs --overwrite
