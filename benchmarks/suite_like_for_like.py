@@ -4,11 +4,13 @@ The earlier suite is ``--against``'s commit (default 26452ad, the suite when iss
 tests) checked out in a temporary git worktree and run with this venv and its own ``ray_ban`` first on
 ``PYTHONPATH``. "The same tests" are this checkout's tests whose ids the earlier suite also collects (a
 test that has since been parametrized counts with all its cases). Each run is ``python -m pytest -q``
-with nothing else on the machine; the times are pytest's own. Writes
+with nothing else on the machine; the times are pytest's own. The earlier suite and the same tests run
+serially, as the earlier suite did; this checkout's whole suite and fast tier run as the README runs them
+(pytest-xdist, ``-n auto``: one worker per core) and, for comparison, serially (``-n 0``). Writes
 ``benchmarks/results/suite_like_for_like.json``.
 
-    python benchmarks/suite_like_for_like.py                  # earlier suite, the same tests now, whole suite now
-    python benchmarks/suite_like_for_like.py --skip whole     # leave out a run (earlier, same, whole)
+    python benchmarks/suite_like_for_like.py                          # every run below
+    python benchmarks/suite_like_for_like.py --runs earlier whole fast  # some of them
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNS = {"earlier": "earlier suite", "same": "the same tests now", "whole": "whole suite now",
+        "whole-serial": "whole suite now, serial (-n 0)", "fast": "fast tier now",
+        "fast-serial": "fast tier now, serial (-n 0)"}
 
 
 def collected(tree: Path) -> list[str]:
     """The test ids pytest collects in ``tree`` (with that tree's ray_ban first on the path)."""
-    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"],
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider", "tests"],
                           capture_output=True, text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     return [line.strip() for line in done.stdout.splitlines() if "::" in line]
 
@@ -50,20 +55,17 @@ def timed_pytest(tree: Path, ids: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", default="26452ad", help="the earlier commit (default: %(default)s)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["earlier", "same", "whole"])
+    parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS), help="default: all")
     args = parser.parse_args()
     with _common.worktree(args.against) as earlier_tree:
         earlier_ids = collected(earlier_tree)
         now_ids = collected(ROOT)
         plain = {i.split("[")[0] for i in earlier_ids}
         same = [i for i in now_ids if i in earlier_ids or (i.split("[")[0] in plain and "[" in i)]
-        runs = {}
-        if "earlier" not in args.skip:
-            runs["earlier suite"] = timed_pytest(earlier_tree, ["tests"])
-        if "same" not in args.skip:
-            runs["the same tests now"] = timed_pytest(ROOT, same)
-        if "whole" not in args.skip:
-            runs["whole suite now"] = timed_pytest(ROOT, ["tests"])
+        arguments = {"earlier": (earlier_tree, ["-n", "0", "tests"]), "same": (ROOT, ["-n", "0", *same]),
+                     "whole": (ROOT, ["tests"]), "whole-serial": (ROOT, ["-n", "0", "tests"]),
+                     "fast": (ROOT, ["-m", "not ray", "tests"]), "fast-serial": (ROOT, ["-n", "0", "-m", "not ray", "tests"])}
+        runs = {RUNS[run]: timed_pytest(*arguments[run]) for run in args.runs}
     unmatched = sorted({i.split("[")[0] for i in earlier_ids} - {i.split("[")[0] for i in same})
     path = _common.update_result("suite_like_for_like", "runs",
                                  [{"run": name, "against": args.against, "earlier_tests": len(earlier_ids),

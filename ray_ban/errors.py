@@ -1,10 +1,15 @@
-"""The project's one bad-input error outside space files and data, and how every such error is shown."""
+"""The project's bad-input errors outside space files, and how every such error is shown (no torch here: the CLI
+catches them before it imports any)."""
 
 from __future__ import annotations
 
 
 class UsageError(ValueError):
     """Bad input found before anything is trained; reported as one line with exit code 2."""
+
+
+class DataError(ValueError):
+    """A dataset that cannot be loaded; the message is one line that says how to fix it."""
 
 
 def one_line(error: object) -> str:

@@ -1,6 +1,7 @@
 """Shared fixtures: the real CIFAR-10 JPEG Parquet beside the checkout, when it is there."""
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,7 +16,9 @@ from sweep_helpers import SPACE, SharedRay, sweep_in_session
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg"
 
-torch.set_num_threads(2)
+# under pytest-xdist (the default, see pyproject's addopts) each worker shares the machine's cores with the
+# others: one torch thread each; a serial run (`-n 0`) keeps two
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 # every test sweep trains its own models unless it names a bank (--teachers): none shares the user's bank
 os.environ["RAY_BAN_TEACHERS"] = "none"
 
@@ -78,16 +81,31 @@ def finished_sweep(tmp_path_factory, shared_ray):
 RAY_CALLS = ("run_sweep(", "sweep_in_session(", "ensure()", "ray.init(", "ray_ban.run(", "Popen(command", "autoscaling_cluster(", "Cluster(")
 
 
-def _starts_ray(function) -> bool:
+def _source(function) -> str:
     import inspect
 
     try:
-        source = inspect.getsource(function)
+        return inspect.getsource(function)
     except (OSError, TypeError):
-        return False
-    return any(call in source for call in RAY_CALLS)
+        return ""
 
 
+def _starts_ray(function) -> bool:
+    return any(call in _source(function) for call in RAY_CALLS)
+
+
+def _worker_group(item, functions) -> str:
+    """Which tests pytest-xdist (``--dist loadgroup``) runs in one worker, in order: every test that uses Ray in
+    this process (the shared session, or a session of its own started before it) in one group; every other
+    test with the rest of its file (a file's module fixtures, a cluster say, are built once). Those start Ray,
+    if at all, in processes of their own, so they run on whichever worker is free."""
+    code = [re.sub(r"#.*", "", _source(f)) for f in functions]  # a comment may name a call it does not make
+    in_process = "shared_ray" in getattr(item, "fixturenames", ()) or any(
+        call in text for text in code for call in ("ray.init(", "ray_ban.run("))
+    return "ray-session" if in_process else item.module.__name__
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the xdist_group marks added here
 def pytest_collection_modifyitems(config, items):
     """Mark every test that starts Ray (a sweep, a cluster, a Ray session), itself or through a fixture, as
     ``ray``: ``-m "not ray"`` is the fast tier; the README's test command runs both tiers."""
@@ -96,8 +114,18 @@ def pytest_collection_modifyitems(config, items):
         info = getattr(item, "_fixtureinfo", None)
         for definitions in (info.name2fixturedefs.values() if info else ()):
             functions += [definition.func for definition in definitions]
-        if any(_starts_ray(f) for f in functions if f is not None):
+        functions = [f for f in functions if f is not None]
+        if any(_starts_ray(f) for f in functions):
             item.add_marker(pytest.mark.ray)
+        item.add_marker(pytest.mark.xdist_group(_worker_group(item, functions)))
     # the tests that start Ray in this process themselves run first, before the shared session starts,
     # which then starts once and serves every later test (a stable sort: each file keeps its order)
     items.sort(key=lambda item: 0 if {"own_ray", "local_ray"} & set(getattr(item, "fixturenames", ())) else 1)
+
+
+def pytest_configure(config):
+    """``--dist loadgroup`` (pyproject's addopts) must keep the Ray tests in one worker: pytest 9.2 drops the
+    groups pytest-xdist 3.8 sets (pytest-dev/pytest-xdist#1386), and each worker would start a Ray session."""
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(f"pytest {pytest.__version__} ignores pytest-xdist's test groups (pytest-dev/pytest-xdist"
+                                "#1386): pip install 'pytest<9.2' (make test does), or run serially with -n 0")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from ray_ban.results.board import main as board_main
 from ray_ban.results.tensorboard_runs import SCALAR_TAGS, GenerationLog
 from sweep_helpers import ROOT
 
@@ -99,7 +100,7 @@ def test_tensorboard_serves_every_run_scalar_and_hparams_session(finished_sweep)
         board.wait(timeout=30)
 
 
-def test_board_refuses_a_folder_without_runs(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ray_ban.board", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "not found" in result.stderr and "Traceback" not in result.stderr
+def test_board_refuses_a_folder_without_runs(tmp_path, capsys):
+    assert board_main([str(tmp_path)]) == 2  # the CLI's main in this process (`python -m ray_ban.board` exits with it)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err and "Traceback" not in err

@@ -3,9 +3,6 @@ mid-generation, a NaN chain, and randomly broken search-space files (hypothesis)
 SIGKILLed and resumed from its object storage is in test_storage.py."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,7 +12,7 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_ban.cli import sweep
-from sweep_helpers import ROOT, run_sweep
+from sweep_helpers import cli_in_process, run_sweep
 
 CHAIN = {
     "name": "faults", "dataset": "synthetic", "seeds": [0], "train_subset": 512, "test_subset": 200,
@@ -89,11 +86,9 @@ def test_faults_in_a_data_parallel_chain(tmp_path):
 def test_gpus_asked_of_a_machine_without_any_are_refused_before_writing(tmp_path):
     path = tmp_path / "faults.yaml"
     path.write_text(yaml.safe_dump(CHAIN))
-    result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", str(path), "--out", str(tmp_path / "runs"),
-                             "--gpus-per-worker", "0.25"], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "RAY_ADDRESS": ""}, timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and "has none" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = cli_in_process(path, "--out", tmp_path / "runs", "--gpus-per-worker", "0.25", env={"RAY_ADDRESS": ""})
+    assert code == 2
+    assert err.count("\n") == 1 and "has none" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -104,10 +99,9 @@ def test_a_parquet_dataset_with_the_wrong_columns_is_refused(tmp_path):
         pq.write_table(pa.table({"pixels": [b"x"], "target": [1]}), data / f"{split}.parquet")
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(dict(CHAIN, dataset=f"parquet:{data}")))
-    result = subprocess.run([sys.executable, "-m", "ray_ban.sweep", str(path), "--out", str(tmp_path / "runs")],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert "column" in result.stderr and not (tmp_path / "runs").exists()
+    code, _, err = cli_in_process(path, "--out", tmp_path / "runs")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "column" in err and not (tmp_path / "runs").exists()
 
 
 # -- fuzz: randomly broken search-space files --------------------------------------------------------------

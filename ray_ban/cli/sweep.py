@@ -18,8 +18,7 @@ from typing import Optional
 from ray_ban.config import schema, spaces
 from ray_ban.config.options import DEFAULTS, SweepOptions
 from ray_ban.config.spaces import SpaceError, SweepPlan
-from ray_ban.data import DataError, check_dataset, num_classes_of
-from ray_ban.errors import UsageError, one_line
+from ray_ban.errors import DataError, UsageError, one_line
 from ray_ban.orchestration.sweep import EXIT_OK
 
 EXIT_BAD_INPUT = 2
@@ -155,7 +154,7 @@ def with_search(plan: SweepPlan, args: SweepOptions) -> SweepPlan:
     except (TypeError, ValueError, KeyError, AttributeError) as error:  # a shape the checks did not foresee
         raise SpaceError(f"{plan.source}: search: not a valid search section ({type(error).__name__}: {error}); "
                          "see search_spaces/banl-search.yaml") from None
-    from ray_ban.data import is_text
+    from ray_ban.config.dataset_names import is_text
 
     if not plan.validation_size and not is_text(plan.dataset):  # a text corpus has its own validation split
         raise UsageError(f"{plan.source}: a search selects on a validation split held out from train, and this plan has "
@@ -168,6 +167,7 @@ def validate_plan(plan: SweepPlan, args: SweepOptions) -> None:
     import torch
 
     from ray_ban import models  # torch is imported only once the space itself is valid
+    from ray_ban.data import check_dataset, num_classes_of
 
     check_dataset(plan.dataset, args.data_root, args.download, plan.label_column)
     classes = num_classes_of(plan.dataset) or 10

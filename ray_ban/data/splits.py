@@ -7,9 +7,7 @@ from typing import Optional
 
 import torch
 
-
-class DataError(ValueError):
-    """A dataset that cannot be loaded; the message is one line that says how to fix it."""
+from ray_ban.errors import DataError  # noqa: F401  (the data layer's error, declared torch-free for the CLI)
 
 
 @dataclass(frozen=True)
