@@ -1,4 +1,4 @@
-"""CPU cost of the imports each per-chain Ray process pays (why chains avoid torch outside workers).
+"""CPU cost of the imports each per-chain Ray process pays (why chains avoid torch outside workers), and the CLI's.
 
 Every chain starts a Tune trial actor, a Train controller and its workers as fresh Python processes.
 Each line imports one module in a fresh interpreter, 3 rounds, and reports the median user+system CPU
@@ -22,6 +22,7 @@ MODULES = {
     "ray_ban.chain (the trial and controller now)": "import ray_ban.orchestration.chain",
     "ray_ban.chain_worker (a Train worker)": "import ray_ban.orchestration.chain_worker",
     "torch": "import torch",
+    "ray_ban.cli.sweep (what --list, --schema and a broken space file import)": "import ray_ban.cli.sweep",
 }
 
 

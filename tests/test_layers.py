@@ -123,7 +123,7 @@ def test_the_graph_sees_every_kind_of_import():
 
 def test_importing_the_configuration_or_the_cli_loads_no_torch_or_ray():
     # the CLI imports torch only for a space it has validated: --list, --schema, --help and a broken space file
-    # answer in well under a second (`--list` took 2.2 s when the CLI imported the data layer and with it torch)
+    # answer without it (benchmarks/import_costs.py: what importing the CLI costs)
     probe = ("import sys, ray_ban.config.spaces, ray_ban.config.search, ray_ban.config.recipe, ray_ban.cli.sweep, "
              "ray_ban.cli.commands; "
              "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
