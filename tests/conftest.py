@@ -1,5 +1,7 @@
 """Shared fixtures: the real CIFAR-10 JPEG Parquet beside the checkout, when it is there."""
 
+import functools
+import inspect
 import os
 import re
 import shutil
@@ -81,11 +83,11 @@ def finished_sweep(tmp_path_factory, shared_ray):
 RAY_CALLS = ("run_sweep(", "sweep_in_session(", "ensure()", "ray.init(", "ray_ban.run(", "Popen(command", "autoscaling_cluster(", "Cluster(")
 
 
+@functools.cache  # a fixture serves many tests: its source is read once
 def _source(function) -> str:
-    import inspect
-
+    """A test's or fixture's code, without its comments (which may name a call they do not make)."""
     try:
-        return inspect.getsource(function)
+        return re.sub(r"#.*", "", inspect.getsource(function))
     except (OSError, TypeError):
         return ""
 
@@ -99,9 +101,8 @@ def _worker_group(item, functions) -> str:
     this process (the shared session, or a session of its own started before it) in one group; every other
     test with the rest of its file (a file's module fixtures, a cluster say, are built once). Those start Ray,
     if at all, in processes of their own, so they run on whichever worker is free."""
-    code = [re.sub(r"#.*", "", _source(f)) for f in functions]  # a comment may name a call it does not make
     in_process = "shared_ray" in getattr(item, "fixturenames", ()) or any(
-        call in text for text in code for call in ("ray.init(", "ray_ban.run("))
+        call in _source(f) for f in functions for call in ("ray.init(", "ray_ban.run("))
     return "ray-session" if in_process else item.module.__name__
 
 
