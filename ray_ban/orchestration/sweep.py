@@ -123,6 +123,7 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
     from ray_ban.orchestration.chain import trainable
     from ray_ban.orchestration.placement import ReleaseStoppedChains
     from ray_ban.orchestration.release import TeacherFirst
+    from ray_ban.orchestration.tuning import without_result_file_warnings
 
     if not configs:
         return {}
@@ -142,7 +143,9 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
         run_config=tune.RunConfig(name=name, storage_path=store.path("ray"), storage_filesystem=store.fs, verbose=0,
                                   callbacks=[progress, ReleaseStoppedChains()]),
     )
-    return dict(trial_outcome(result) for result in tuner.fit())
+    with without_result_file_warnings():
+        results = tuner.fit()
+    return dict(trial_outcome(result) for result in results)
 
 
 def trial_outcome(result) -> tuple[str, Optional[str]]:
