@@ -11,6 +11,10 @@ serially, as the earlier suite did; this checkout's whole suite and fast tier ru
 
     python benchmarks/suite_like_for_like.py                          # every run below
     python benchmarks/suite_like_for_like.py --runs earlier whole fast  # some of them
+    python benchmarks/suite_like_for_like.py --runs whole earlier --rounds 2  # in turn, twice
+
+The machine's speed moves by the hour, so ``--rounds N`` runs the chosen runs in turn N times (entries
+"<run>, round k"), and compares only figures of one invocation.
 """
 
 from __future__ import annotations
@@ -56,7 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--against", default="26452ad", help="the earlier commit (default: %(default)s)")
     parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS), help="default: all")
+    parser.add_argument("--rounds", type=int, default=1, help="run them in turn this many times (default: %(default)s)")
     args = parser.parse_args()
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     with _common.worktree(args.against) as earlier_tree:
         earlier_ids = collected(earlier_tree)
         now_ids = collected(ROOT)
@@ -65,10 +71,11 @@ def main() -> None:
         arguments = {"earlier": (earlier_tree, ["-n", "0", "tests"]), "same": (ROOT, ["-n", "0", *same]),
                      "whole": (ROOT, ["tests"]), "whole-serial": (ROOT, ["-n", "0", "tests"]),
                      "fast": (ROOT, ["-m", "not ray", "tests"]), "fast-serial": (ROOT, ["-n", "0", "-m", "not ray", "tests"])}
-        runs = {RUNS[run]: timed_pytest(*arguments[run]) for run in args.runs}
+        runs = {(RUNS[run] if args.rounds == 1 else f"{RUNS[run]}, round {round_}"): timed_pytest(*arguments[run])
+                for round_ in range(1, args.rounds + 1) for run in args.runs}
     unmatched = sorted({i.split("[")[0] for i in earlier_ids} - {i.split("[")[0] for i in same})
     path = _common.update_result("suite_like_for_like", "runs",
-                                 [{"run": name, "against": args.against, "earlier_tests": len(earlier_ids),
+                                 [{"run": name, "commit": commit, "against": args.against, "earlier_tests": len(earlier_ids),
                                    "same_tests": len(same), "unmatched_earlier_tests": unmatched, **result}
                                   for name, result in runs.items()], key="run")
     print(_common.table(["run", "passed", "pytest s", "summary"],
