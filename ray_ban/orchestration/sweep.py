@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional, TextIO
+from typing import Any, Iterator, Optional, TextIO
 
 from ray_ban import log
 from ray_ban.config.spaces import SweepPlan, Training
@@ -185,8 +185,6 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
     from ray_ban.results.tables import write_results
     from ray_ban.results.tensorboard_runs import board_root, write_ensemble_runs
 
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter is silent at verbose=0
     started = time.perf_counter()
     address = ray_address(args)
     # Ray's own logs stay on this machine: in the run folder, or beside it for a storage URI (uploaded
@@ -195,6 +193,7 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
     log_path.parent.mkdir(parents=True, exist_ok=True)
     joined = ray.is_initialized()  # the caller's own session (a notebook, a script): used as it is
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_tune_settings())
         handler = stack.enter_context(log.for_run(sys.stdout if stream is None else stream, log_path))
         with contextlib.ExitStack() as ray_phase:
             if own_process:
@@ -216,6 +215,24 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
 
             write_best(plan, store)
     return SweepOutcome(table, failures, code)
+
+
+# Tune's settings for a sweep, read from the environment when a Tuner fits
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files: results are the run store's
+                 "RAY_AIR_NEW_OUTPUT": "0"}  # the legacy reporter, silent at verbose=0 (the new one prints anyway)
+
+
+@contextlib.contextmanager
+def _tune_settings() -> Iterator[None]:
+    """``TUNE_SETTINGS`` in the environment for one sweep only: a caller's own Tune runs after ``ray_ban.run``
+    keep Tune's defaults (its result files and TensorBoard logs). A value the caller set is left as it is."""
+    added = {name: value for name, value in TUNE_SETTINGS.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 LOG_UPLOAD_S = 30.0
