@@ -44,16 +44,18 @@ def collected(tree: Path) -> list[str]:
 
 
 def timed_pytest(tree: Path, ids: list[str]) -> dict:
-    """``pytest -q`` of ``ids`` in ``tree``: pytest's summary line, its seconds, and the wall time."""
+    """``pytest -q -rfE`` of ``ids`` in ``tree``: pytest's summary line, its seconds, the wall time, and the ids of
+    the tests that failed or errored (from pytest's short summary)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *ids], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", *ids], capture_output=True,
                           text=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     wall = time.perf_counter() - started
     summary = next((line for line in reversed(done.stdout.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
     seconds = re.search(r"in ([\d.]+)s", summary)
     passed = re.search(r"(\d+) passed", summary)
+    failed = [line.split(" ", 1)[1].split(" - ")[0] for line in done.stdout.splitlines() if line.startswith(("FAILED ", "ERROR "))]
     return {"summary": summary.strip("= "), "pytest_s": float(seconds.group(1)) if seconds else None, "wall_s": wall,
-            "exit_code": done.returncode, "passed": int(passed.group(1)) if passed else 0}
+            "exit_code": done.returncode, "passed": int(passed.group(1)) if passed else 0, "failed_tests": failed}
 
 
 def main() -> None:
