@@ -6,7 +6,8 @@ with the same defaults, and the command line is argparse -> ``SweepOptions`` -> 
 is: a sweep means the same thing from both. Unlike the CLI it touches nothing of the caller's process: a
 Ray session the caller started is joined and left running, file descriptors, other loggers and the
 matplotlib backend stay as they are (ray-ban's own logger gets a handler for the run's duration), Tune's
-settings for a sweep are in the environment for the sweep only, and bad input raises (``SpaceError``, ``DataError``, ``UsageError``) instead of exiting.
+settings for a sweep are in the environment for the sweep only, and bad input raises (``SpaceError``,
+``DataError``, ``UsageError``) instead of exiting.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ def _process_state():
             "ray_ban_handlers": list(logging.getLogger("ray_ban").handlers),
             "ray_ban_level": logging.getLogger("ray_ban").level,
             # Tune's settings a sweep needs: a caller's own Tune runs after it keep Tune's defaults
-            "tune_env": {name: os.environ.get(name) for name in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT")}}
+            "tune_env": {name: os.environ.get(name)
+                         for name in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_AIR_NEW_OUTPUT")}}
 
 
 class Collected(logging.Handler):
@@ -69,7 +70,8 @@ def test_two_sweeps_in_one_callers_ray_session(tmp_path, ray_session):
     # no warning a sweep's own set-up causes: Tune's end-of-run analysis looks for the per-trial result files
     # that a sweep has it not write, and warned once per run with a FileNotFoundError for each trial (Tune's
     # other warnings, a slow step on a busy machine say, may come and are not the sweep's doing)
-    assert not [m for _, _, m in tune_records.messages if "result.json" in m or "Failed to fetch" in m], tune_records.messages
+    missing_files = [m for _, _, m in tune_records.messages if "result.json" in m or "Failed to fetch" in m]
+    assert not missing_files, missing_files
     for results, seed in ((first, 0), (second, 1)):
         assert results.ok and results.location == str(tmp_path / ("a" if seed == 0 else "b") / "api")
         rows = results.table.to_pylist()

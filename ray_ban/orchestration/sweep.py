@@ -217,9 +217,9 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
     return SweepOutcome(table, failures, code)
 
 
-# Tune's settings for a sweep, read from the environment when a Tuner fits
-TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no per-trial CSV/JSON/TensorBoard files: results are the run store's
-                 "RAY_AIR_NEW_OUTPUT": "0"}  # the legacy reporter, silent at verbose=0 (the new one prints anyway)
+# Tune's settings for a sweep, read from the environment when a Tuner fits: no per-trial CSV/JSON/TensorBoard
+# files (results are the run store's), and the legacy reporter, silent at verbose=0 (the new one prints anyway)
+TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
 
 
 @contextlib.contextmanager
