@@ -135,8 +135,8 @@ def _end_group(head: subprocess.Popen, grace_s: float = 2.0) -> None:
     """SIGTERM the head's process group (its raylets and launched nodes), SIGKILL what is left after grace_s.
 
     The grace is short: nothing of the cluster is read after it ends (its folder is removed next), and
-    ``ray start --block`` stops its processes one by one with timeouts of their own, which took 15-20 s
-    on SIGTERM alone here while the test's worker sat idle."""
+    ``ray start --block`` stops its processes one by one with timeouts of their own: an idle head had not
+    exited 10 s after SIGTERM here, while the test's worker sat idle (``benchmarks/cluster_teardown.py``)."""
     try:
         os.killpg(head.pid, signal.SIGTERM)
     except ProcessLookupError:
