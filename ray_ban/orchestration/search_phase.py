@@ -55,9 +55,7 @@ def run_search(plan: SweepPlan, base: dict, store: RunStore, max_concurrent: int
         run_config=tune.RunConfig(name="search", storage_path=store.path("ray"), storage_filesystem=store.fs,
                                   verbose=0, callbacks=[progress, ReleaseStoppedChains()]),
     )
-    with tuning.without_result_file_warnings():
-        results = tuner.fit()
-    trials = [_outcome(result, plan, chain, store, search.metric) for result in results]
+    trials = [_outcome(result, plan, chain, store, search.metric) for result in tuner.fit()]
     trials.sort(key=lambda t: t["trial"])
     best = select_best(trials)
     store.write_json(SEARCH_FILE, {"metric": search.metric, "mode": "min", "search": search.to_dict(),

@@ -123,7 +123,6 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
     from ray_ban.orchestration.chain import trainable
     from ray_ban.orchestration.placement import ReleaseStoppedChains
     from ray_ban.orchestration.release import TeacherFirst
-    from ray_ban.orchestration.tuning import without_result_file_warnings
 
     if not configs:
         return {}
@@ -143,9 +142,7 @@ def run_phase(name: str, configs: list[dict], settled: set[str], store, max_conc
         run_config=tune.RunConfig(name=name, storage_path=store.path("ray"), storage_filesystem=store.fs, verbose=0,
                                   callbacks=[progress, ReleaseStoppedChains()]),
     )
-    with without_result_file_warnings():
-        results = tuner.fit()
-    return dict(trial_outcome(result) for result in results)
+    return dict(trial_outcome(result) for result in tuner.fit())
 
 
 def trial_outcome(result) -> tuple[str, Optional[str]]:
@@ -220,17 +217,32 @@ def run_sweep(plan: SweepPlan, args: Any, store, own_process: bool = True,
 # Tune's settings for a sweep, read from the environment when a Tuner fits: no per-trial CSV/JSON/TensorBoard
 # files (results are the run store's), and the legacy reporter, silent at verbose=0 (the new one prints anyway)
 TUNE_SETTINGS = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
+# The logger of Tune's end-of-run analysis (``tune.ExperimentAnalysis``, built by every ``Tuner.fit``).
+TUNE_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+class _NoResultFileWarning(logging.Filter):
+    """Drops the analysis' warning that trials have no result.json or progress.csv: with ``TUNE_SETTINGS``
+    Tune writes neither, so it came once per Tune run, with a FileNotFoundError for every trial."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to fetch metrics for")
 
 
 @contextlib.contextmanager
 def _tune_settings() -> Iterator[None]:
     """``TUNE_SETTINGS`` in the environment for one sweep only: a caller's own Tune runs after ``ray_ban.run``
-    keep Tune's defaults (its result files and TensorBoard logs). A value the caller set is left as it is."""
+    keep Tune's defaults (its result files and TensorBoard logs). A value the caller set is left as it is.
+    For as long, Tune's analysis says nothing of the result files it was told not to write (its other
+    records pass)."""
     added = {name: value for name, value in TUNE_SETTINGS.items() if name not in os.environ}
+    analysis, quiet = logging.getLogger(TUNE_ANALYSIS_LOGGER), _NoResultFileWarning()
     os.environ.update(added)
+    analysis.addFilter(quiet)
     try:
         yield
     finally:
+        analysis.removeFilter(quiet)
         for name in added:
             os.environ.pop(name, None)
 

@@ -2,35 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from typing import Iterator
-
 from ray_ban.config.search import Search, parse_spec
-
-# The logger of Tune's end-of-run analysis (``tune.ExperimentAnalysis``, built by every ``Tuner.fit``).
-TUNE_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
-
-
-class _NoResultFileWarning(logging.Filter):
-    """Drops the analysis' warning that trials have no result.json or progress.csv: a sweep has Tune write
-    neither (``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``; results come from the run store), so it is always
-    raised, once per Tune run, with a FileNotFoundError for every trial."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to fetch metrics for")
-
-
-@contextlib.contextmanager
-def without_result_file_warnings() -> Iterator[None]:
-    """For one ``Tuner.fit``: Tune's analysis says nothing about the result files a sweep never writes
-    (every other record of Tune's passes, and the filter is removed after)."""
-    analysis, quiet = logging.getLogger(TUNE_ANALYSIS_LOGGER), _NoResultFileWarning()
-    analysis.addFilter(quiet)
-    try:
-        yield
-    finally:
-        analysis.removeFilter(quiet)
 
 
 def tune_space(search: Search) -> dict:
